@@ -1,0 +1,11 @@
+"""spark-submit entry point of the refine stage.
+
+spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 jobs/refine.py --dataset customers
+"""
+
+import sys
+
+from lakestory.cli import job_main
+
+if __name__ == "__main__":
+    raise SystemExit(job_main("refine", sys.argv[1:]))

@@ -1,0 +1,46 @@
+"""lakestory: from landed files to production models on Apache Spark and Delta Lake."""
+
+from setuptools import find_packages, setup
+
+# Pinned to versions checked to fit together. delta-spark caps pyspark at 4.2.0. Its JVM jars
+# (io.delta:delta-spark_4.2_2.13) are served from Maven Central up to 4.4.0, not 4.4.1, and the
+# pip package asks for jars of its own version, so both are 4.4.0. pyspark 4.2 does not yet
+# fully support pandas 3.
+INSTALL_REQUIRES = [
+    "pyspark==4.2.0",
+    "delta-spark==4.4.0",
+    "mlflow==3.17.2",
+    "torch==2.15.0",
+    "onnx==1.23.2",
+    "onnxruntime==1.31.1",
+    "onnxscript==0.7.2",
+    "numpy>=2.0,<3",
+    "pandas>=2.2,<3",
+    "pyarrow>=18",
+    "pyyaml==6.0.3",
+    "pydantic==2.14.3",
+    "faker==40.54.0",
+]
+
+DEV_REQUIRES = [
+    "pytest==9.2.0",
+    "chispa==0.12.0",
+    "ruff==0.17.5",
+    "mypy==2.4.1",
+    "types-PyYAML",
+]
+
+setup(
+    name="lakestory",
+    version="0.1.0",
+    description="Data from its sources to production models on Apache Spark and Delta Lake",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": DEV_REQUIRES},
+    entry_points={"console_scripts": ["lakestory=lakestory.cli:main"]},
+)

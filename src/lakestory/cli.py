@@ -1,0 +1,125 @@
+"""The `lakestory` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lakestory.config import ConfigError, MissingSecretError
+
+STAGE_HELP = {
+    "ingest": "land new files of a dataset in its bronze tables",
+    "refine": "cast, check, de-duplicate and pseudonymise bronze into silver + quarantine",
+    "features": "build gold features with a seeded split and fitted scaling",
+    "train": "train the model with TorchDistributor, track and register it in MLflow",
+    "convert": "export the registered model to ONNX and int8 ONNX, checked against torch",
+    "score": "score the dataset with ONNX Runtime inside Spark into gold.<dataset>_predictions",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env", help="config overlay conf/<ENV>/ applied over conf/base/")
+    common.add_argument("--conf-dir", type=Path, help="config folder (default: ./conf)")
+
+    parser = argparse.ArgumentParser(
+        prog="lakestory", description="From landed files to production models on Spark + Delta."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage, text in STAGE_HELP.items():
+        p = sub.add_parser(stage, parents=[common], help=text, description=text)
+        p.add_argument("dataset")
+    p = sub.add_parser("run", parents=[common], help="run every stage that has new input")
+    p.add_argument("dataset")
+    p = sub.add_parser(
+        "demo", parents=[common], help="generate the demo data and run the whole pipeline"
+    )
+    p.add_argument("--rows", type=int, default=5000, help="demo customers (default 5000)")
+    p = sub.add_parser("generate", parents=[common], help="write the demo landing files")
+    p.add_argument("dataset", choices=["customers"])
+    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("--drops", type=int, default=3)
+    p.add_argument("--seed", type=int, default=7)
+    p = sub.add_parser("sql", parents=[common], help="run a SQL query on the warehouse")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    p = sub.add_parser("summary", parents=[common], help="tables, model and artifacts")
+    p.add_argument("dataset")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "alembic", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _dispatch(args)
+    except (ConfigError, MissingSecretError) as exc:
+        print(f"lakestory: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from lakestory.config import load_dataset, load_settings
+
+    settings = load_settings(args.conf_dir, args.env)
+    if args.command == "generate":
+        from lakestory.demo.generate import generate_customers
+
+        landing = generate_customers(
+            settings.root / "landing", rows=args.rows, drops=args.drops, seed=args.seed
+        )
+        print(
+            f"wrote {landing.account_rows} account rows, {landing.transaction_rows} "
+            f"transactions under {settings.root / 'landing'}"
+        )
+        return 0
+    if args.command == "demo":
+        from lakestory.demo.run import run_demo
+
+        return run_demo(settings, load_dataset("customers", args.conf_dir, args.env), args.rows)
+
+    from lakestory import session
+
+    dataset = load_dataset(args.dataset, args.conf_dir, args.env) if "dataset" in args else None
+    spark = session.build(settings)
+    if args.command == "sql":
+        df = spark.sql(args.query)
+        df.show(args.limit, truncate=False)
+        return 0
+
+    from lakestory.pipeline import STAGES, Context, run_stages
+    from lakestory.summary import summary
+
+    assert dataset is not None
+    ctx = Context(spark, settings, dataset)
+    if args.command == "summary":
+        print(summary(ctx))
+    elif args.command == "run":
+        run_stages(ctx, STAGES)
+    else:
+        run_stages(ctx, (args.command,))
+    return 0
+
+
+def job_main(stage: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of jobs/<stage>.py under spark-submit: `--dataset NAME [--env E]`."""
+    parser = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=STAGE_HELP[stage])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--env")
+    parser.add_argument("--conf-dir", type=Path)
+    args = parser.parse_args(argv)
+    forwarded = [stage, args.dataset]
+    if args.env:
+        forwarded += ["--env", args.env]
+    if args.conf_dir:
+        forwarded += ["--conf-dir", str(args.conf_dir)]
+    return main(forwarded)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""Typed, frozen configuration objects. Every model forbids unknown keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SparkType = Literal["string", "int", "bigint", "double", "float", "boolean", "date", "timestamp"]
+TokenKind = Literal["id", "email", "phone"]
+Generalisation = Literal["year"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarehouseSettings(Frozen):
+    root: Path = Path("lakehouse")
+
+
+class SparkSettings(Frozen):
+    master: str = "local[*]"
+    app_name: str = "lakestory"
+    delta_package: str = "io.delta:delta-spark_4.2_2.13:4.4.0"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowSettings(Frozen):
+    tracking_uri: str = ""
+    experiment_prefix: str = "lakestory"
+
+
+class PrivacySettings(Frozen):
+    key_env: str = "LAKESTORY_TOKEN_KEY"
+    key_file: Path = Path("conf/local/token.key")
+
+
+class Settings(Frozen):
+    """Settings shared by every dataset (conf/base/lakestory.yaml and its overlays)."""
+
+    warehouse: WarehouseSettings = WarehouseSettings()
+    spark: SparkSettings = SparkSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    privacy: PrivacySettings = PrivacySettings()
+
+    @property
+    def root(self) -> Path:
+        return self.warehouse.root.resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+
+class Label(Frozen):
+    column: str
+    allowed: list[int | str]
+
+
+class Expectation(Frozen):
+    """A row rule: `expr` is a Spark SQL boolean expression that holds for a good row."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    expr: str
+
+
+class Personal(Frozen):
+    tokenize: dict[str, TokenKind] = Field(default_factory=dict)
+    drop: list[str] = Field(default_factory=list)
+    generalise: dict[str, Generalisation] = Field(default_factory=dict)
+
+    def columns(self) -> set[str]:
+        return set(self.tokenize) | set(self.drop) | set(self.generalise)
+
+
+class Source(Frozen):
+    format: Literal["csv", "json", "parquet"]
+    path: str
+    options: dict[str, str] = Field(default_factory=dict)
+    schema_: dict[str, SparkType] = Field(alias="schema", min_length=1)
+    key: str
+    order_by: str | None = None
+    required: list[str] = Field(default_factory=list)
+    label: Label | None = None
+    expectations: list[Expectation] = Field(default_factory=list)
+    personal: Personal = Personal()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _columns_are_declared(self) -> Source:
+        named = {self.key, *self.required, *self.personal.columns()}
+        if self.order_by:
+            named.add(self.order_by)
+        if self.label:
+            named.add(self.label.column)
+        unknown = sorted(named - set(self.schema_))
+        if unknown:
+            raise ValueError(f"columns not in schema: {', '.join(unknown)}")
+        return self
+
+    def silver_columns(self) -> list[str]:
+        """Column names after pseudonymisation, in schema order."""
+        out: list[str] = []
+        for column in self.schema_:
+            if column in self.personal.drop:
+                continue
+            if column in self.personal.tokenize:
+                out.append(f"{column}_token")
+            elif column in self.personal.generalise:
+                out.append(f"{column}_{self.personal.generalise[column]}")
+            else:
+                out.append(column)
+        return out
+
+    def silver_name(self, column: str) -> str:
+        """The silver name of a bronze column (tokenised columns get a `_token` suffix)."""
+        if column in self.personal.tokenize:
+            return f"{column}_token"
+        if column in self.personal.generalise:
+            return f"{column}_{self.personal.generalise[column]}"
+        return column
+
+
+class Aggregate(Frozen):
+    """A per-key aggregate of another source, e.g. `count(*)`; `fill` replaces "no rows"."""
+
+    name: str
+    source: str
+    expr: str
+    fill: float | None = None
+
+
+class SplitFractions(Frozen):
+    train: float = Field(gt=0, lt=1)
+    validation: float = Field(ge=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        if abs(self.train + self.validation + self.test - 1.0) > 1e-9:
+            raise ValueError("train + validation + test must be 1")
+        return self
+
+
+class Features(Frozen):
+    source: str
+    key: str
+    label: str
+    columns: list[str] = Field(min_length=1)
+    aggregates: list[Aggregate] = Field(default_factory=list)
+    split: SplitFractions
+
+    @property
+    def names(self) -> list[str]:
+        """Feature names in the order of the model's input vector."""
+        return [*self.columns, *(a.name for a in self.aggregates)]
+
+
+class Model(Frozen):
+    registered_name: str
+    hidden: list[int] = Field(min_length=1)
+    dropout: float = Field(ge=0, lt=1)
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    num_processes: int = Field(gt=0)
+
+
+class Dataset(Frozen):
+    """One dataset: conf/datasets/<name>.yaml and its overlays."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    seed: int
+    sources: dict[str, Source] = Field(min_length=1)
+    features: Features
+    model: Model
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, sources: dict[str, Source]) -> dict[str, Source]:
+        for name in sources:
+            if not name.isidentifier() or not name.islower():
+                raise ValueError(f"source name {name!r} must be a lower-case identifier")
+        return sources
+
+    @model_validator(mode="after")
+    def _features_refer_to_sources(self) -> Dataset:
+        feats = self.features
+        if feats.source not in self.sources:
+            raise ValueError(f"features.source {feats.source!r} is not a source")
+        main = self.sources[feats.source]
+        available = set(main.silver_columns())
+        missing = [c for c in [feats.key, feats.label, *feats.columns] if c not in available]
+        if missing:
+            raise ValueError(
+                f"features refer to columns that silver.{self.name}_{feats.source} "
+                f"will not have: {', '.join(missing)}"
+            )
+        for agg in feats.aggregates:
+            if agg.source not in self.sources:
+                raise ValueError(f"features.aggregates {agg.name!r}: unknown source")
+            if feats.key not in self.sources[agg.source].silver_columns():
+                raise ValueError(
+                    f"features.aggregates {agg.name!r}: source {agg.source!r} has no "
+                    f"column {feats.key!r} to join on"
+                )
+        return self

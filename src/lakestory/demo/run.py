@@ -1,0 +1,28 @@
+"""`lakestory demo`: landing data, a local key, the whole pipeline, a summary."""
+
+from __future__ import annotations
+
+from lakestory.config import Dataset, Settings, create_key_file
+
+
+def run_demo(settings: Settings, dataset: Dataset, rows: int) -> int:
+    from lakestory import session
+    from lakestory.demo.generate import generate_customers
+    from lakestory.pipeline import STAGES, Context, run_stages
+    from lakestory.summary import summary
+
+    if create_key_file(settings.privacy.key_file):
+        print(
+            f"created a local token key in {settings.privacy.key_file} (mode 0600); "
+            f"set {settings.privacy.key_env} to use another"
+        )
+    landing = generate_customers(settings.root / "landing", rows=rows)
+    print(
+        f"landing: {len(landing.accounts_files)} account drops, "
+        f"{len(landing.transactions_files)} transaction drops under {settings.root / 'landing'}"
+    )
+    ctx = Context(session.build(settings), settings, dataset)
+    run_stages(ctx, STAGES)
+    print()
+    print(summary(ctx))
+    return 0

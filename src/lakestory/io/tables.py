@@ -1,0 +1,98 @@
+"""Delta tables of the warehouse: `<layer>.<name>` stored at `<root>/<layer>/<name>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from lakestory.config import Settings
+
+LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table of the warehouse, e.g. `TableRef("bronze", "customers_accounts")`."""
+
+    layer: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise ValueError(f"unknown layer {self.layer!r}; expected one of {LAYERS}")
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    def path(self, settings: Settings) -> Path:
+        return settings.root / self.layer / self.name
+
+    def __str__(self) -> str:
+        return self.qualified
+
+
+def checkpoint_path(settings: Settings, table: TableRef) -> Path:
+    """One streaming checkpoint per table."""
+    return settings.root / "_checkpoints" / table.layer / table.name
+
+
+def ensure_layers(spark: SparkSession, settings: Settings) -> None:
+    """Create the layer databases (bronze, silver, ...) at their places under the root."""
+    existing = {db.name for db in spark.catalog.listDatabases()}
+    for layer in LAYERS:
+        if layer not in existing:
+            location = settings.root / layer
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer} LOCATION '{location}'")
+
+
+def exists(spark: SparkSession, table: TableRef) -> bool:
+    return spark.catalog.tableExists(table.qualified)
+
+
+def register(spark: SparkSession, settings: Settings, table: TableRef) -> None:
+    """Register the Delta table at the table's path in the metastore, if it is not yet."""
+    if not exists(spark, table):
+        spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {table.qualified} USING DELTA "
+            f"LOCATION '{table.path(settings)}'"
+        )
+
+
+def read(spark: SparkSession, table: TableRef) -> DataFrame:
+    return spark.read.table(table.qualified)
+
+
+def table_version(spark: SparkSession, table: TableRef) -> int | None:
+    """The latest Delta version of `table`, or None if it does not exist yet."""
+    if not exists(spark, table):
+        return None
+    row = spark.sql(f"DESCRIBE HISTORY {table.qualified} LIMIT 1").select("version").first()
+    return None if row is None else int(row[0])
+
+
+def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
+    """Replace the table's content in one Delta commit (idempotent); returns the new version."""
+    spark = df.sparkSession
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .save(str(table.path(settings)))
+    )
+    register(spark, settings, table)
+    version = table_version(spark, table)
+    assert version is not None
+    return version
+
+
+def append(df: DataFrame, settings: Settings, table: TableRef) -> int:
+    """Append the rows of `df` in one Delta commit; returns the new version."""
+    spark = df.sparkSession
+    df.write.format("delta").mode("append").save(str(table.path(settings)))
+    register(spark, settings, table)
+    version = table_version(spark, table)
+    assert version is not None
+    return version

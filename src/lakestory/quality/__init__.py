@@ -1,0 +1,28 @@
+"""Row rules, the valid/rejected split, and de-duplication."""
+
+from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
+from lakestory.quality.rules import (
+    REASONS,
+    Rule,
+    castable,
+    expression,
+    in_set,
+    not_malformed,
+    not_null,
+    split,
+    with_reasons,
+)
+
+__all__ = [
+    "REASONS",
+    "Rule",
+    "castable",
+    "drop_exact_duplicates",
+    "expression",
+    "in_set",
+    "keep_latest_per_key",
+    "not_malformed",
+    "not_null",
+    "split",
+    "with_reasons",
+]

@@ -1,0 +1,75 @@
+"""What a run left behind: rows per table, the model's figures, artifacts, where to look."""
+
+from __future__ import annotations
+
+import shlex
+
+from lakestory.io import LAYERS
+from lakestory.io.runs import last_run
+from lakestory.pipeline import Context
+from lakestory.session import spark_conf
+
+
+def table_counts(ctx: Context) -> dict[str, int]:
+    """Rows of every table of the dataset (and the ops tables), by qualified name."""
+    counts = {}
+    for layer in LAYERS:
+        for table in ctx.spark.catalog.listTables(layer):
+            if layer == "ops" or table.name.startswith(f"{ctx.dataset.name}_"):
+                name = f"{layer}.{table.name}"
+                counts[name] = ctx.spark.read.table(name).count()
+    return counts
+
+
+def spark_sql_command(ctx: Context) -> str:
+    """A `spark-sql` command line that sees the same tables as lakestory."""
+    conf = spark_conf(ctx.settings)
+    wanted = [
+        "spark.sql.extensions",
+        "spark.sql.catalog.spark_catalog",
+        "spark.sql.warehouse.dir",
+        "spark.hadoop.javax.jdo.option.ConnectionURL",
+        "spark.driver.extraJavaOptions",
+    ]
+    parts = ["spark-sql", "--packages", ctx.settings.spark.delta_package]
+    for key in wanted:
+        parts += ["--conf", f"{key}={conf[key]}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def summary(ctx: Context) -> str:
+    ds = ctx.dataset
+    lines = [f"lakestory — {ds.name} at {ctx.settings.root}", "", "Tables (rows):"]
+    lines += [f"  {name:<42} {rows:>9}" for name, rows in table_counts(ctx).items()]
+    trained = last_run(ctx.spark, ds.name, "train")
+    if trained:
+        m = trained.outputs["metrics"]
+        lines += [
+            "",
+            f"Model {trained.outputs['model_name']} v{trained.outputs['model_version']} "
+            f"(MLflow run {trained.outputs['run_id']}):",
+            f"  test accuracy {m['test_accuracy']:.3f}  vs majority class "
+            f"{m['majority_accuracy']:.3f}   test loss {m['test_loss']:.3f}",
+        ]
+    converted = last_run(ctx.spark, ds.name, "convert")
+    if converted:
+        o = converted.outputs
+        lines += [
+            "",
+            "Artifacts:",
+            f"  {o['onnx_path']}  ({o['onnx_bytes']} bytes, test accuracy "
+            f"{o['accuracy_onnx']:.3f})",
+            f"  {o['int8_path']}  ({o['int8_bytes']} bytes, test accuracy "
+            f"{o['accuracy_int8']:.3f})",
+        ]
+    lines += [
+        "",
+        "Look further:",
+        f'  lakestory sql "SELECT prediction, count(*) FROM gold.{ds.name}_predictions '
+        'GROUP BY prediction"',
+        f'  lakestory sql "SELECT _reasons, count(*) FROM quarantine.{ds.name}_accounts '
+        'GROUP BY _reasons"',
+        f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}",
+        f"  {spark_sql_command(ctx)}",
+    ]
+    return "\n".join(lines)

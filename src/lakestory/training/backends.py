@@ -1,0 +1,29 @@
+"""Distribution backends: they wrap a plain, picklable train function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+
+def run_torch_distributor(
+    spark: SparkSession,
+    train_fn: Callable[[dict[str, Any]], dict[str, Any]],
+    spec: dict[str, Any],
+    num_processes: int,
+) -> dict[str, Any]:
+    """Run `train_fn(spec)` on `num_processes` gloo processes; return rank 0's result.
+
+    On a local master the processes are children of the driver (`local_mode=True`); on a
+    cluster they run as a barrier stage on the executors.
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    local = spark.sparkContext.master.startswith("local")
+    distributor = TorchDistributor(num_processes=num_processes, local_mode=local, use_gpu=False)
+    result = distributor.run(train_fn, spec)
+    if not isinstance(result, dict) or "state_dict" not in result:
+        raise RuntimeError("distributed training returned no model from rank 0")
+    return result

@@ -1,0 +1,148 @@
+"""gold features -> a trained, tracked, registered model."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakestory.config import Dataset, Settings
+from lakestory.features import (
+    FEATURES_COLUMN,
+    LABEL_COLUMN,
+    SPLIT_COLUMN,
+    ScalerParams,
+    features_table,
+)
+from lakestory.io import read
+from lakestory.training.backends import run_torch_distributor
+from lakestory.training.loop import train_ddp
+from lakestory.training.tracking import code_version, experiment_id
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    model_version: str
+    metrics: dict[str, float]
+
+
+def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
+    """x_<split> (float32 feature vectors) and y_<split> (labels) for each split, key-ordered.
+
+    The walking skeleton collects the (small) features table to the driver once; a streaming
+    data feed replaces this for tables that do not fit in memory.
+    """
+    pdf = (
+        read(spark, features_table(dataset))
+        .select(SPLIT_COLUMN, LABEL_COLUMN, FEATURES_COLUMN)
+        .orderBy(F.col(dataset.features.key))
+        .toPandas()
+    )
+    width = len(dataset.features.names)
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        part = pdf[pdf[SPLIT_COLUMN] == split]
+        arrays[f"x_{split}"] = np.array(part[FEATURES_COLUMN].tolist(), dtype=np.float32).reshape(
+            -1, width
+        )
+        arrays[f"y_{split}"] = part[LABEL_COLUMN].to_numpy(dtype=np.float32)
+    return arrays
+
+
+def train_model(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    params: ScalerParams,
+    lineage: dict[str, Any],
+) -> TrainResult:
+    """Train with TorchDistributor, log params/metrics/model to MLflow, register a version."""
+    import torch
+
+    from lakestory.training.model import build_model
+
+    cfg = dataset.model
+    with tempfile.TemporaryDirectory(prefix="lakestory-train-") as tmp:
+        data = Path(tmp) / "features.npz"
+        arrays = load_arrays(spark, dataset)
+        np.savez(data, **arrays)  # type: ignore[arg-type]
+        counts = {split: len(arrays[f"y_{split}"]) for split in SPLITS}
+        if min(counts["train"], counts["test"]) == 0:
+            raise ValueError(f"train and test splits must not be empty (rows per split: {counts})")
+        spec = {
+            **cfg.model_dump(exclude={"registered_name", "num_processes"}),
+            "seed": dataset.seed,
+            "means": params.means,
+            "stds": params.stds,
+            "data": str(data),
+        }
+        result = run_torch_distributor(spark, train_ddp, spec, cfg.num_processes)
+
+    model = build_model(params.means, params.stds, cfg.hidden, cfg.dropout)
+    model.load_state_dict(torch.load(io.BytesIO(result["state_dict"]), weights_only=True))
+    model.eval()
+
+    metrics: dict[str, float] = dict(result["metrics"])
+    metrics["majority_accuracy"] = majority_accuracy(spark, dataset)
+
+    mlflow.set_experiment(experiment_id=experiment_id(settings, dataset))
+    with mlflow.start_run(run_name=f"{dataset.name}-train") as run:
+        mlflow.log_params(
+            {
+                **cfg.model_dump(exclude={"registered_name"}),
+                "seed": dataset.seed,
+                "features": ",".join(dataset.features.names),
+                "world_size": result["world_size"],
+                "backend": "torch_distributor",
+                **{f"rows_{k}": v for k, v in counts.items()},
+            }
+        )
+        mlflow.set_tags(
+            {
+                **{f"lineage.{k}": str(v) for k, v in lineage.items()},
+                "lineage.code_version": code_version(),
+            }
+        )
+        mlflow.log_metrics(metrics)
+        for point in result["history"]:
+            step = point["epoch"]
+            mlflow.log_metric("epoch_train_loss", point["train_loss"], step=step)
+            mlflow.log_metric("epoch_val_loss", point["val_loss"], step=step)
+            mlflow.log_metric("epoch_val_accuracy", point["val_accuracy"], step=step)
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=cfg.registered_name,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            # pt2 serialisation traces the model; an example of one row would fix the batch
+            # size at 1, so give several.
+            serialization_format="pt2",
+            input_example=np.tile(np.array(params.means, dtype=np.float32), (4, 1)),
+        )
+    return TrainResult(
+        run.info.run_id, cfg.registered_name, str(info.registered_model_version), metrics
+    )
+
+
+def majority_accuracy(spark: SparkSession, dataset: Dataset) -> float:
+    """Test accuracy of always predicting the train split's majority class: the bar to beat."""
+    df = read(spark, features_table(dataset))
+    train_rate = df.where(F.col(SPLIT_COLUMN) == "train").agg(F.avg(LABEL_COLUMN)).first()[0]
+    majority = 1 if train_rate >= 0.5 else 0
+    row = (
+        df.where(F.col(SPLIT_COLUMN) == "test")
+        .agg(F.avg((F.col(LABEL_COLUMN) == majority).cast("double")))
+        .first()
+    )
+    return float(row[0])

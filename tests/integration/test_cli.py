@@ -1,0 +1,65 @@
+"""The commands as a user runs them: fresh processes, spark-submit, a persistent metastore."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], root: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LAKESTORY_ROOT": str(root),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+    return subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_spark_submit_job_then_sql_in_a_fresh_process(tmp_path: Path) -> None:
+    root = tmp_path / "lakehouse"
+    gen = _run([str(BIN / "lakestory"), "generate", "customers", "--rows", "300"], root)
+    assert gen.returncode == 0, gen.stderr
+    expected = sum(
+        len(p.read_text(encoding="utf-8").splitlines()) - 1
+        for p in (root / "landing" / "customers" / "accounts").glob("*.csv")
+    )
+
+    submit = _run(
+        [
+            str(BIN / "spark-submit"),
+            "--packages",
+            "io.delta:delta-spark_4.2_2.13:4.4.0",
+            "jobs/ingest.py",
+            "--dataset",
+            "customers",
+        ],
+        root,
+    )
+    assert submit.returncode == 0, submit.stderr[-3000:]
+    assert "bronze.customers_accounts +" in submit.stdout
+
+    query = "SELECT count(*) AS n FROM bronze.customers_accounts"
+    sql = _run([str(BIN / "lakestory"), "sql", query], root)
+    assert sql.returncode == 0, sql.stderr[-3000:]
+    assert f"|{expected}" in sql.stdout.replace(" ", ""), sql.stdout
+
+
+def test_config_errors_name_the_dataset_and_exit_2(tmp_path: Path) -> None:
+    result = _run([str(BIN / "lakestory"), "refine", "nosuch"], tmp_path)
+    assert result.returncode == 2
+    assert "nosuch.yaml: no such dataset (known: customers)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,136 @@
+"""The whole flow on a tiny generated dataset: landing -> bronze -> silver -> gold -> model ->
+ONNX -> predictions, with real Delta, TorchDistributor processes, MLflow and ONNX Runtime."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import mlflow
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakestory.config import Dataset, Settings
+from lakestory.demo.generate import GeneratedLanding, generate_customers
+from lakestory.io import LAYERS, TableRef, table_version
+from lakestory.pipeline import STAGES, Context, Outcome, run_stages
+
+pytestmark = pytest.mark.slow
+
+KEY = "integration-test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def landing(settings: Settings) -> GeneratedLanding:
+    return generate_customers(settings.root / "landing", rows=800, drops=2, seed=11)
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    spark: SparkSession, settings: Settings, customers: Dataset, landing: GeneratedLanding
+) -> Iterator[dict[str, Outcome]]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
+        outcomes = run_stages(Context(spark, settings, customers), STAGES)
+        yield {o.stage: o for o in outcomes}
+
+
+def _count(spark: SparkSession, table: str) -> int:
+    return spark.read.table(table).count()
+
+
+def test_every_stage_ran(first_run: dict[str, Outcome]) -> None:
+    assert all(first_run[stage].ran for stage in STAGES), [str(o) for o in first_run.values()]
+
+
+@pytest.mark.parametrize("source", ["accounts", "transactions"])
+def test_every_bronze_row_is_accounted_for(
+    spark: SparkSession, first_run: dict[str, Outcome], source: str
+) -> None:
+    bronze = _count(spark, f"bronze.customers_{source}")
+    silver = _count(spark, f"silver.customers_{source}")
+    quarantined = _count(spark, f"quarantine.customers_{source}")
+    metrics = spark.read.table("ops.quality_metrics").where(F.col("source") == source).first()
+    assert metrics is not None
+    assert bronze == silver + metrics.duplicates + quarantined
+    assert (metrics.rows_in, metrics.silver, metrics.quarantined) == (bronze, silver, quarantined)
+    assert metrics.duplicates > 0 and quarantined > 0
+
+
+def test_bronze_keeps_every_landed_line(
+    spark: SparkSession, first_run: dict[str, Outcome], landing: GeneratedLanding
+) -> None:
+    assert _count(spark, "bronze.customers_accounts") == landing.account_rows
+    assert _count(spark, "bronze.customers_transactions") == landing.transaction_rows
+    sources = spark.read.table("bronze.customers_accounts").select("_source_file").distinct()
+    assert sources.count() == len(landing.accounts_files)
+
+
+def test_quarantine_says_why(spark: SparkSession, first_run: dict[str, Outcome]) -> None:
+    q = spark.read.table("quarantine.customers_accounts")
+    assert q.where(F.size("_reasons") == 0).count() == 0
+    reasons = {r.reason for r in q.select(F.explode("_reasons").alias("reason")).collect()}
+    assert {"malformed_record", "label_invalid", "label_missing"} <= reasons
+    assert any(r.startswith("castable:") for r in reasons)
+
+
+def test_silver_holds_tokens_not_identifiers(
+    spark: SparkSession, first_run: dict[str, Outcome]
+) -> None:
+    silver = spark.read.table("silver.customers_accounts")
+    assert not {"customer_id", "name", "email", "phone", "address"} & set(silver.columns)
+    tokens = [r.customer_id_token for r in silver.select("customer_id_token").limit(50).collect()]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", t) for t in tokens)
+    raw_ids = spark.read.table("bronze.customers_accounts").select("customer_id").limit(50)
+    leaked = silver.join(raw_ids, silver.customer_id_token == raw_ids.customer_id)
+    assert leaked.count() == 0
+    assert silver.groupBy("customer_id_token").count().where("count > 1").count() == 0
+
+
+def test_model_beats_the_majority_class(first_run: dict[str, Outcome]) -> None:
+    metrics = first_run["train"].outputs["metrics"]
+    assert metrics["test_accuracy"] > metrics["majority_accuracy"] + 0.03, metrics
+
+
+def test_model_is_registered_with_lineage(
+    settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    out = first_run["train"].outputs
+    client = mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    version = client.get_model_version(customers.model.registered_name, out["model_version"])
+    run = client.get_run(out["run_id"])
+    assert version.run_id == out["run_id"]
+    assert run.data.params["world_size"] == "2"
+    assert run.data.params["seed"] == str(customers.seed)
+    assert "lineage.gold.customers_features" in run.data.tags
+    assert "test_accuracy_onnx" in run.data.metrics  # logged by convert
+    assert KEY not in str(run.data.params) + str(run.data.tags)
+
+
+def test_onnx_agrees_with_torch(first_run: dict[str, Outcome]) -> None:
+    report = first_run["convert"].outputs
+    assert report["max_abs_diff_vs_torch"] <= 1e-5
+    assert report["accuracy_onnx"] == pytest.approx(report["accuracy_torch"])
+    assert report["agreement_int8_vs_onnx"] > 0.95
+    assert report["int8_bytes"] > 0 and report["onnx_bytes"] > 0
+
+
+def test_one_prediction_per_scored_row(spark: SparkSession, first_run: dict[str, Outcome]) -> None:
+    predictions = spark.read.table("gold.customers_predictions")
+    silver = spark.read.table("silver.customers_accounts")
+    assert predictions.count() == silver.count()
+    assert predictions.select("customer_id_token").distinct().count() == silver.count()
+    assert predictions.where("probability < 0 OR probability > 1").count() == 0
+
+
+def test_rerun_without_new_input_commits_nothing(
+    spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    tables = [TableRef(layer, t.name) for layer in LAYERS for t in spark.catalog.listTables(layer)]
+    before = {t.qualified: table_version(spark, t) for t in tables}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
+        again = run_stages(Context(spark, settings, customers), STAGES)
+    assert not any(o.ran for o in again), [str(o) for o in again]
+    assert {t.qualified: table_version(spark, t) for t in tables} == before

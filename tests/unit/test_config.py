@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lakestory.config import (
+    ConfigError,
+    MissingSecretError,
+    create_key_file,
+    load_dataset,
+    load_settings,
+    load_token_key,
+)
+from tests.conftest import CONF
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    target = tmp_path / "conf"
+    shutil.copytree(CONF, target, ignore=shutil.ignore_patterns("local"))
+    return target
+
+
+def test_shipped_config_loads() -> None:
+    settings = load_settings(CONF, environ={})
+    dataset = load_dataset("customers", CONF)
+    assert settings.spark.master == "local[*]"
+    assert dataset.features.names[-2:] == ["n_transactions", "total_amount"]
+    assert "name" not in dataset.sources["accounts"].silver_columns()
+
+
+def test_unknown_key_names_file_and_key(conf: Path) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    path.write_text(path.read_text().replace("  epochs: 30", "  epochs: 30\n  epoks: 3"))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("customers", conf)
+    assert str(path) in str(err.value)
+    assert "model.epoks" in str(err.value)
+
+
+def test_wrong_type_names_the_overlay_that_set_it(conf: Path) -> None:
+    (conf / "ci").mkdir()
+    overlay = conf / "ci" / "lakestory.yaml"
+    overlay.write_text("spark:\n  conf: not-a-mapping\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(conf, env="ci", environ={})
+    assert f"{overlay}: spark.conf:" in str(err.value)
+
+
+def test_env_overlay_then_local_overlay(conf: Path) -> None:
+    (conf / "cluster").mkdir()
+    (conf / "cluster" / "lakestory.yaml").write_text("spark:\n  master: spark://h:7077\n")
+    (conf / "local").mkdir()
+    (conf / "local" / "lakestory.yaml").write_text("warehouse:\n  root: /data/lake\n")
+    settings = load_settings(conf, env="cluster", environ={})
+    assert settings.spark.master == "spark://h:7077"
+    assert settings.spark.conf["spark.sql.shuffle.partitions"] == "4"  # base kept
+    assert settings.root == Path("/data/lake")
+
+
+def test_unknown_env_is_an_error(conf: Path) -> None:
+    with pytest.raises(ConfigError, match="no such environment overlay"):
+        load_settings(conf, env="nope", environ={})
+
+
+def test_root_from_environment(conf: Path, tmp_path: Path) -> None:
+    settings = load_settings(conf, environ={"LAKESTORY_ROOT": str(tmp_path / "w")})
+    assert settings.root == tmp_path / "w"
+
+
+def test_feature_referring_to_a_dropped_column_is_rejected(conf: Path) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    path.write_text(path.read_text().replace("    - complaints\n", "    - phone\n", 1))
+    with pytest.raises(ConfigError, match="phone"):
+        load_dataset("customers", conf)
+
+
+def test_key_from_environment(conf: Path) -> None:
+    settings = load_settings(conf, environ={})
+    key = "k" * 40
+    assert load_token_key(settings, {"LAKESTORY_TOKEN_KEY": key}) == key.encode()
+
+
+def test_missing_key_says_how_to_provide_one(conf: Path, tmp_path: Path) -> None:
+    (conf / "local").mkdir()
+    missing = tmp_path / "nope.key"
+    (conf / "local" / "lakestory.yaml").write_text(f"privacy:\n  key_file: {missing}\n")
+    settings = load_settings(conf, environ={})
+    with pytest.raises(MissingSecretError) as err:
+        load_token_key(settings, {})
+    assert "LAKESTORY_TOKEN_KEY" in str(err.value) and str(missing) in str(err.value)
+
+
+def test_short_key_is_refused_without_echoing_it(conf: Path) -> None:
+    settings = load_settings(conf, environ={})
+    with pytest.raises(MissingSecretError) as err:
+        load_token_key(settings, {"LAKESTORY_TOKEN_KEY": "sekrit-short"})
+    assert "too short" in str(err.value)
+    assert "sekrit-short" not in str(err.value)
+
+
+def test_key_file_is_private_and_read_back(conf: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "token.key"
+    assert create_key_file(key_file)
+    assert not create_key_file(key_file)  # never overwritten
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    (conf / "local").mkdir()
+    (conf / "local" / "lakestory.yaml").write_text(f"privacy:\n  key_file: {key_file}\n")
+    settings = load_settings(conf, environ={})
+    assert load_token_key(settings, {}) == key_file.read_bytes().strip()
+    key_file.chmod(0o644)
+    with pytest.raises(MissingSecretError, match="readable by others"):
+        load_token_key(settings, {})

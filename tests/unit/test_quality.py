@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+
+from lakestory.config.models import Source
+from lakestory.quality import (
+    REASONS,
+    drop_exact_duplicates,
+    expression,
+    keep_latest_per_key,
+    not_null,
+    split,
+)
+from lakestory.quality.refine import rules_for, with_declared_types, with_pseudonyms
+
+
+def test_split_names_every_failed_rule(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a", 5), (None, 50), ("c", 500)], "id string, score int")
+    rules = [not_null("id"), expression("score_small", "score < 100")]
+    valid, rejected = split(df, rules)
+    assert_df_equality(valid, spark.createDataFrame([("a", 5)], "id string, score int"))
+    reasons = {r.score: r[REASONS] for r in rejected.collect()}
+    assert reasons == {50: ["not_null:id"], 500: ["score_small"]}
+
+
+def test_a_null_condition_fails_the_rule(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(None,)], "score int")
+    valid, rejected = split(df, [expression("score_small", "score < 100")])
+    assert valid.count() == 0
+    assert rejected.first()[REASONS] == ["score_small"]
+
+
+def test_drop_exact_duplicates(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("a", 1, "f1"), ("a", 1, "f2"), ("a", 2, "f1")], "id string, v int, _source_file string"
+    )
+    actual = df.transform(drop_exact_duplicates(["id", "v"])).select("id", "v")
+    expected = spark.createDataFrame([("a", 1), ("a", 2)], "id string, v int")
+    assert_df_equality(actual, expected, ignore_row_order=True)
+
+
+def test_latest_record_per_key_wins(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("a", 1, "2024-01-01"), ("a", 2, "2024-03-01"), ("b", 3, None), ("b", 4, "2024-01-01")],
+        "id string, v int, updated string",
+    )
+    actual = df.transform(keep_latest_per_key("id", ["updated"]))
+    expected = spark.createDataFrame(
+        [("a", 2, "2024-03-01"), ("b", 4, "2024-01-01")], "id string, v int, updated string"
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True)
+
+
+SOURCE = Source.model_validate(
+    {
+        "format": "csv",
+        "path": "x",
+        "schema": {"id": "string", "email": "string", "age": "int", "label": "int"},
+        "key": "id",
+        "required": ["id", "label"],
+        "label": {"column": "label", "allowed": [0, 1]},
+        "expectations": [{"name": "adult", "expr": "age IS NULL OR age >= 18"}],
+        "personal": {"tokenize": {"id": "id"}, "drop": ["email"]},
+    }
+)
+
+
+def test_bronze_text_is_cast_and_checked(spark: SparkSession) -> None:
+    bronze = spark.createDataFrame(
+        [
+            ("c1", "a@b.io", "41", "1", None),
+            ("c2", "x@y.io", "forty", "0", None),
+            ("c3", "z@y.io", "12", "1", None),
+            ("c4", "w@y.io", "", "maybe", None),
+            ("c5", "v@y.io", "30", "", None),
+            ("", "u@y.io", "30", "0", None),
+            ("c7", None, None, None, "c7,broken"),
+        ],
+        "id string, email string, age string, label string, _corrupt_record string",
+    )
+    typed = bronze.transform(with_declared_types(SOURCE))
+    valid, rejected = split(typed, rules_for(SOURCE))
+    assert [r.id for r in valid.collect()] == ["c1"]
+    reasons = {r.id: r[REASONS] for r in rejected.collect()}
+    assert reasons == {
+        "c2": ["castable:age:int"],
+        "c3": ["adult"],
+        "c4": ["label_invalid"],
+        "c5": ["label_missing"],
+        "": ["not_null:id"],
+        "c7": ["malformed_record", "label_missing"],
+    }
+
+
+def test_pseudonyms_leave_no_direct_identifier(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("c1", "a@b.io", 41, 1)], "id string, email string, age int, label int"
+    )
+    out = df.transform(with_pseudonyms(SOURCE, b"k" * 32))
+    assert out.columns == ["age", "label", "id_token"]
+    assert "c1" not in str(out.first())
