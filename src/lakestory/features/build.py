@@ -71,7 +71,9 @@ def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
             .agg(*[F.expr(a.expr).alias(a.name) for a in aggs])
         )
         frame = frame.join(grouped, on=feats.key, how="left")
-        fills = {a.name: a.fill for a in aggs if a.fill is not None}
+        fills: dict[str, bool | float | int | str] = {
+            a.name: a.fill for a in aggs if a.fill is not None
+        }
         if fills:
             frame = frame.fillna(fills)
     return frame

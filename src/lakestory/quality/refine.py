@@ -72,6 +72,7 @@ def rules_for(source: Source) -> list[Rule]:
         if spark_type != "string" and column != label:
             rules.append(castable(column, f"{RAW_PREFIX}{column}", spark_type))
     if source.label:
+        label = source.label.column
         raw = F.trim(F.col(f"{RAW_PREFIX}{label}"))
         rules.append(Rule("label_missing", raw.isNotNull() & (raw != "")))
         rules.append(

@@ -21,7 +21,7 @@ def run_torch_distributor(
     """
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    local = spark.sparkContext.master.startswith("local")
+    local = (spark.sparkContext.master or "").startswith("local")
     distributor = TorchDistributor(num_processes=num_processes, local_mode=local, use_gpu=False)
     result = distributor.run(train_fn, spec)
     if not isinstance(result, dict) or "state_dict" not in result:

@@ -37,7 +37,9 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     arrays = np.load(spec["data"])
     tensors = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
     train = TensorDataset(tensors["x_train"], tensors["y_train"])
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
+        train, num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )
     loader = DataLoader(train, batch_size=int(spec["batch_size"]), sampler=sampler)
 
     model = build_model(spec["means"], spec["stds"], spec["hidden"], float(spec["dropout"]))

@@ -15,6 +15,9 @@ class Standardize(nn.Module):
     state dict and the ONNX graph, so serving applies the same numbers as training.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, means: Sequence[float], stds: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(means), dtype=torch.float32))
