@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "alembic", "mlflow", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries (ONNX Runtime's quantizer among them) log chatty INFO lines on the root logger.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lakestory").setLevel(logging.INFO)
     try:
         return _dispatch(args)
     except (ConfigError, MissingSecretError) as exc:

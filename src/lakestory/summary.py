@@ -70,6 +70,7 @@ def summary(ctx: Context) -> str:
         f'  lakestory sql "SELECT _reasons, count(*) FROM quarantine.{ds.name}_accounts '
         'GROUP BY _reasons"',
         f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}",
+        "  spark-sql sees the same tables (with .venv activated):",
         f"  {spark_sql_command(ctx)}",
     ]
     return "\n".join(lines)
