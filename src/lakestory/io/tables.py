@@ -73,26 +73,22 @@ def table_version(spark: SparkSession, table: TableRef) -> int | None:
     return None if row is None else int(row[0])
 
 
-def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
-    """Replace the table's content in one Delta commit (idempotent); returns the new version."""
-    spark = df.sparkSession
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("overwriteSchema", "true")
-        .save(str(table.path(settings)))
-    )
+def _registered_version(spark: SparkSession, settings: Settings, table: TableRef) -> int:
+    """Register a table just written at its path and return its latest version."""
     register(spark, settings, table)
     version = table_version(spark, table)
     assert version is not None
     return version
+
+
+def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
+    """Replace the table's content in one Delta commit (idempotent); returns the new version."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    writer.save(str(table.path(settings)))
+    return _registered_version(df.sparkSession, settings, table)
 
 
 def append(df: DataFrame, settings: Settings, table: TableRef) -> int:
     """Append the rows of `df` in one Delta commit; returns the new version."""
-    spark = df.sparkSession
     df.write.format("delta").mode("append").save(str(table.path(settings)))
-    register(spark, settings, table)
-    version = table_version(spark, table)
-    assert version is not None
-    return version
+    return _registered_version(df.sparkSession, settings, table)
