@@ -20,6 +20,12 @@ INSTALL_REQUIRES = [
     "pyyaml==6.0.3",
     "pydantic==2.14.3",
     "faker==40.54.0",
+    # binary sources: image, audio and text metadata at ingest
+    "pillow==13.0.0",
+    "soundfile==0.14.0",
+    "charset-normalizer==3.5.3",
+    # the digits demo dataset (sklearn ships it; mlflow already depends on scikit-learn)
+    "scikit-learn==1.9.1",
 ]
 
 DEV_REQUIRES = [
