@@ -39,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, default=5000, help="demo customers (default 5000)")
     p = sub.add_parser("generate", parents=[common], help="write the demo landing files")
-    p.add_argument("dataset", choices=["customers"])
-    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("dataset", choices=["customers", "digits"])
+    p.add_argument("--rows", type=int, default=5000, help="customers (digits: all 1,797 images)")
     p.add_argument("--drops", type=int, default=3)
     p.add_argument("--seed", type=int, default=7)
     p = sub.add_parser("sql", parents=[common], help="run a SQL query on the warehouse")
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     p = sub.add_parser("summary", parents=[common], help="tables, model and artifacts")
     p.add_argument("dataset")
+    p = sub.add_parser(
+        "status", parents=[common], help="latest ingestion runs and files waiting in landing"
+    )
+    p.add_argument("dataset", nargs="?", help="one dataset (default: every dataset in conf/)")
     return parser
 
 
@@ -67,6 +71,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     from lakestory.config import load_dataset, load_settings
 
     settings = load_settings(args.conf_dir, args.env)
+    if args.command == "generate" and args.dataset == "digits":
+        from lakestory.demo.digits import generate_digits
+
+        digits = generate_digits(settings.root / "landing", drops=args.drops, seed=args.seed)
+        print(
+            f"wrote {digits.images_written} images and {digits.manifest_rows} label rows "
+            f"under {settings.root / 'landing' / 'digits'}"
+        )
+        return 0
     if args.command == "generate":
         from lakestory.demo.generate import generate_customers
 
@@ -81,12 +94,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from lakestory.demo.run import run_demo
 
-        return run_demo(settings, load_dataset("customers", args.conf_dir, args.env), args.rows)
+        datasets = [load_dataset(n, args.conf_dir, args.env) for n in ("customers", "digits")]
+        return run_demo(settings, datasets, args.rows)
 
     from lakestory import session
 
-    dataset = load_dataset(args.dataset, args.conf_dir, args.env) if "dataset" in args else None
+    named = getattr(args, "dataset", None)
+    dataset = load_dataset(named, args.conf_dir, args.env) if named else None
     spark = session.build(settings)
+    if args.command == "status":
+        from lakestory.config import dataset_names
+        from lakestory.status import status
+
+        names = [named] if named else dataset_names(args.conf_dir)
+        print(status(spark, settings, [load_dataset(n, args.conf_dir, args.env) for n in names]))
+        return 0
     if args.command == "sql":
         df = spark.sql(args.query)
         df.show(args.limit, truncate=False)

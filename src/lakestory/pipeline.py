@@ -76,31 +76,55 @@ def _skip_if_unchanged(
 
 def ingest(ctx: Context) -> Outcome:
     parts, outputs, changed = [], {}, False
+    run_id = uuid.uuid4().hex
     for name in ctx.dataset.sources:
         source = ctx.dataset.sources[name]
         if not (ctx.settings.root / "landing" / source.path).is_dir():
             parts.append(f"{name}: no landing folder")
             continue
-        result = ingest_source(ctx.spark, ctx.settings, ctx.dataset, name)
+        result = ingest_source(ctx.spark, ctx.settings, ctx.dataset, name, run_id)
         outputs[result.table.qualified] = result.version_after
-        if result.changed:
-            changed = True
-            parts.append(f"{result.table} +{result.rows} rows (v{result.version_after})")
-        else:
+        run = result.run
+        if run is None:
             parts.append(f"{result.table}: no new files")
+            continue
+        changed = True
+        flags = [
+            f"{n} {what}"
+            for n, what in [
+                (run.corrupt_rows, "corrupt"),
+                (run.rescued_rows, "rescued"),
+                (run.decode_errors, "undecodable"),
+                (run.empty_files, "empty files"),
+                (run.drift_events, "schema drift"),
+            ]
+            if n
+        ]
+        detail = f" ({', '.join(flags)})" if flags else ""
+        parts.append(
+            f"{result.table} +{run.rows} rows from {run.files_new} files{detail} "
+            f"(v{result.version_after})"
+        )
     return Outcome("ingest", changed, "; ".join(parts), outputs)
+
+
+def _unless_declared(ctx: Context, stage: str, section: str) -> Outcome | None:
+    if getattr(ctx.dataset, section) is None:
+        return Outcome(stage, False, f"dataset {ctx.dataset.name} declares no {section}")
+    return None
 
 
 def refine(ctx: Context) -> Outcome:
     ds = ctx.dataset
-    inputs: dict[str, Any] = _versions(ctx, [bronze_table(ds, s) for s in ds.sources])
-    inputs["config"] = digest({k: v.model_dump() for k, v in ds.sources.items()})
+    structured = ds.structured()
+    inputs: dict[str, Any] = _versions(ctx, [bronze_table(ds, s) for s in structured])
+    inputs["config"] = digest({k: v.model_dump() for k, v in structured.items()})
 
     def work() -> Outcome:
         key = load_token_key(ctx.settings)
         run_id = uuid.uuid4().hex
         parts, outputs = [], {}
-        for name in ds.sources:
+        for name in structured:
             counts = refine_source(ctx.spark, ctx.settings, ds, name, key, run_id)
             outputs[name] = counts.__dict__
             parts.append(
@@ -113,9 +137,11 @@ def refine(ctx: Context) -> Outcome:
 
 
 def features(ctx: Context) -> Outcome:
+    if undeclared := _unless_declared(ctx, "features", "features"):
+        return undeclared
     ds = ctx.dataset
-    inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.sources])
-    inputs["config"] = digest(ds.features.model_dump(), ds.seed)
+    inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.structured()])
+    inputs["config"] = digest(ds.feature_spec.model_dump(), ds.seed)
 
     def work() -> Outcome:
         features_version, params_version = build_features(ctx.spark, ctx.settings, ds)
@@ -133,15 +159,17 @@ def features(ctx: Context) -> Outcome:
 def train(ctx: Context) -> Outcome:
     from lakestory.training import train_model
 
+    if undeclared := _unless_declared(ctx, "train", "model"):
+        return undeclared
     ds = ctx.dataset
     inputs: dict[str, Any] = _versions(ctx, [features_table(ds), params_table(ds)])
-    inputs["config"] = digest(ds.model.model_dump(), ds.seed)
+    inputs["config"] = digest(ds.model_spec.model_dump(), ds.seed)
 
     def work() -> Outcome:
         params_version = inputs[params_table(ds).qualified]
         params = read_params(ctx.spark, ds, params_version)
         lineage = {k: v for k, v in inputs.items() if k != "config"}
-        lineage.update(_versions(ctx, [silver_table(ds, s) for s in ds.sources]))
+        lineage.update(_versions(ctx, [silver_table(ds, s) for s in ds.structured()]))
         result = train_model(ctx.spark, ctx.settings, ds, params, lineage)
         m = result.metrics
         return Outcome(
@@ -161,10 +189,12 @@ def train(ctx: Context) -> Outcome:
 
 
 def convert(ctx: Context) -> Outcome:
+    if undeclared := _unless_declared(ctx, "convert", "model"):
+        return undeclared
     ds = ctx.dataset
     trained = last_run(ctx.spark, ds.name, "train")
     model = trained.outputs.get("model_version") if trained else None
-    inputs = {"model": f"{ds.model.registered_name}/{model}" if model else None}
+    inputs = {"model": f"{ds.model_spec.registered_name}/{model}" if model else None}
 
     def work() -> Outcome:
         import mlflow
@@ -175,12 +205,14 @@ def convert(ctx: Context) -> Outcome:
 
         assert trained is not None
         client = use_store(ctx.settings)
-        torch_model = mlflow.pytorch.load_model(f"models:/{ds.model.registered_name}/{model}")
+        torch_model = mlflow.pytorch.load_model(f"models:/{ds.model_spec.registered_name}/{model}")
         arrays = load_arrays(ctx.spark, ds)
-        out_dir = ctx.settings.root / "artifacts" / ds.name / ds.model.registered_name / f"v{model}"
+        out_dir = (
+            ctx.settings.root / "artifacts" / ds.name / ds.model_spec.registered_name / f"v{model}"
+        )
         report = convert_model(
             torch_model,
-            ds.model.registered_name,
+            ds.model_spec.registered_name,
             str(model),
             arrays["x_test"],
             arrays["y_test"],
@@ -207,9 +239,11 @@ def convert(ctx: Context) -> Outcome:
 def score(ctx: Context) -> Outcome:
     from lakestory.inference import predictions_table, score_dataset
 
+    if undeclared := _unless_declared(ctx, "score", "model"):
+        return undeclared
     ds = ctx.dataset
     converted = last_run(ctx.spark, ds.name, "convert")
-    inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.sources])
+    inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.structured()])
     inputs["model"] = converted.inputs["model"] if converted else None
 
     def work() -> Outcome:

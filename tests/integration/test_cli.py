@@ -57,9 +57,20 @@ def test_spark_submit_job_then_sql_in_a_fresh_process(tmp_path: Path) -> None:
     assert sql.returncode == 0, sql.stderr[-3000:]
     assert f"|{expected}" in sql.stdout.replace(" ", ""), sql.stdout
 
+    accounts = root / "landing" / "customers" / "accounts"
+    first = sorted(accounts.glob("*.csv"))[0]
+    (accounts / "late_drop.csv").write_bytes(first.read_bytes())
+    status = _run([str(BIN / "lakestory"), "status", "customers"], root)
+    assert status.returncode == 0, status.stderr[-3000:]
+    line = next(x for x in status.stdout.splitlines() if x.strip().startswith("accounts"))
+    fields = line.split()
+    # source, date, time, files, rows, corrupt, rescued, drift, MB, s, waiting, ->, table
+    assert fields[4] == str(expected) and fields[10] == "1", status.stdout
+    assert fields[-1] == "bronze.customers_accounts"
+
 
 def test_config_errors_name_the_dataset_and_exit_2(tmp_path: Path) -> None:
     result = _run([str(BIN / "lakestory"), "refine", "nosuch"], tmp_path)
     assert result.returncode == 2
-    assert "nosuch.yaml: no such dataset (known: customers)" in result.stderr
+    assert "nosuch.yaml: no such dataset (known: customers, digits)" in result.stderr
     assert "Traceback" not in result.stderr

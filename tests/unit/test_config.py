@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lakestory.config import (
+    BinarySource,
     ConfigError,
     MissingSecretError,
     create_key_file,
@@ -113,3 +114,26 @@ def test_key_file_is_private_and_read_back(conf: Path, tmp_path: Path) -> None:
     key_file.chmod(0o644)
     with pytest.raises(MissingSecretError, match="readable by others"):
         load_token_key(settings, {})
+
+
+def test_binary_sources_parse_and_their_options_are_checked(conf: Path) -> None:
+    digits = load_dataset("digits", conf)
+    images = digits.sources["images"]
+    assert isinstance(images, BinarySource) and images.kind == "image"
+    assert list(digits.structured()) == ["labels"] and digits.features is None
+    path = conf / "datasets" / "digits.yaml"
+    path.write_text(path.read_text().replace("content: inline", "content: inlined"))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("digits", conf)
+    assert "digits.yaml: sources.images.binary.content" in str(err.value)
+
+
+def test_a_binary_source_cannot_feed_tabular_features(conf: Path) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    text = path.read_text().replace(
+        "  transactions:\n    format: json\n", "  transactions:\n    format: binary\n", 1
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("customers", conf)
+    assert "customers.yaml: sources.transactions.binary" in str(err.value)

@@ -69,15 +69,17 @@ SOURCE = Source.model_validate(
 def test_bronze_text_is_cast_and_checked(spark: SparkSession) -> None:
     bronze = spark.createDataFrame(
         [
-            ("c1", "a@b.io", "41", "1", None),
-            ("c2", "x@y.io", "forty", "0", None),
-            ("c3", "z@y.io", "12", "1", None),
-            ("c4", "w@y.io", "", "maybe", None),
-            ("c5", "v@y.io", "30", "", None),
-            ("", "u@y.io", "30", "0", None),
-            ("c7", None, None, None, "c7,broken"),
+            ("c1", "a@b.io", "41", "1", None, None),
+            ("c2", "x@y.io", "forty", "0", None, None),
+            ("c3", "z@y.io", "12", "1", None, None),
+            ("c4", "w@y.io", "", "maybe", None, None),
+            ("c5", "v@y.io", "30", "", None, None),
+            ("", "u@y.io", "30", "0", None, None),
+            ("c7", None, None, None, "c7,broken", None),
+            ("c8", "t\u00e9@y.io", "30", "1", None, "bytes not valid UTF-8 were replaced"),
         ],
-        "id string, email string, age string, label string, _corrupt_record string",
+        "id string, email string, age string, label string, _corrupt_record string, "
+        "_decode_error string",
     )
     typed = bronze.transform(with_declared_types(SOURCE))
     valid, rejected = split(typed, rules_for(SOURCE))
@@ -90,6 +92,7 @@ def test_bronze_text_is_cast_and_checked(spark: SparkSession) -> None:
         "c5": ["label_missing"],
         "": ["not_null:id"],
         "c7": ["malformed_record", "label_missing"],
+        "c8": ["undecodable_bytes"],
     }
 
 

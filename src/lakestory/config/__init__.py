@@ -4,11 +4,12 @@ from lakestory.config.loader import (
     ConfigError,
     MissingSecretError,
     create_key_file,
+    dataset_names,
     load_dataset,
     load_settings,
     load_token_key,
 )
-from lakestory.config.models import Dataset, Settings, Source
+from lakestory.config.models import BinarySource, Dataset, Settings, Source
 
 __all__ = [
     "ConfigError",
@@ -16,7 +17,9 @@ __all__ = [
     "MissingSecretError",
     "Settings",
     "Source",
+    "BinarySource",
     "create_key_file",
+    "dataset_names",
     "load_dataset",
     "load_settings",
     "load_token_key",

@@ -125,12 +125,18 @@ def load_settings(
     return _validate(Settings, data, origin)
 
 
+def dataset_names(conf_dir: Path | None = None) -> list[str]:
+    """The datasets declared in conf/datasets/, by name."""
+    conf_dir = conf_dir or default_conf_dir()
+    return sorted(p.stem for p in (conf_dir / "datasets").glob("*.yaml"))
+
+
 def load_dataset(name: str, conf_dir: Path | None = None, env: str | None = None) -> Dataset:
     """Read conf/datasets/<name>.yaml with its overlays conf/<env>/datasets/ and conf/local/."""
     conf_dir = conf_dir or default_conf_dir()
     path = conf_dir / "datasets" / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (conf_dir / "datasets").glob("*.yaml"))
+        known = dataset_names(conf_dir)
         raise ConfigError(f"{path}: no such dataset (known: {', '.join(known) or 'none'})")
     data, origin = _load_layers([path, *_overlays(conf_dir, f"datasets/{name}.yaml", env)])
     dataset = _validate(Dataset, data, origin)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -76,9 +76,18 @@ class Personal(Frozen):
 
 
 class Source(Frozen):
+    """A structured source: CSV, JSON or Parquet files, read against a declared schema.
+
+    `schema_evolution` decides what happens to a column the schema does not declare: `rescue`
+    keeps it in bronze's `_rescued` JSON column, `add_new_columns` adds it to bronze as text.
+    """
+
     format: Literal["csv", "json", "parquet"]
     path: str
     options: dict[str, str] = Field(default_factory=dict)
+    glob: str | None = None
+    max_files_per_trigger: int | None = Field(default=None, gt=0)
+    schema_evolution: Literal["rescue", "add_new_columns"] = "rescue"
     schema_: dict[str, SparkType] = Field(alias="schema", min_length=1)
     key: str
     order_by: str | None = None
@@ -122,6 +131,26 @@ class Source(Frozen):
         if column in self.personal.generalise:
             return f"{column}_{self.personal.generalise[column]}"
         return column
+
+
+class BinarySource(Frozen):
+    """Binary files (images, audio, text documents) read whole by Spark's `binaryFile` source.
+
+    Bronze gets one row per file with metadata derived from the content. The content itself is
+    kept in bronze when `content` is `inline` and the file is at most `max_inline_bytes`;
+    otherwise bronze keeps a pointer (`_source_file`) and the sha256 to check it against.
+    """
+
+    format: Literal["binary"]
+    path: str
+    kind: Literal["auto", "image", "audio", "text"] = "auto"
+    glob: str | None = None
+    max_files_per_trigger: int | None = Field(default=None, gt=0)
+    content: Literal["inline", "pointer"] = "inline"
+    max_inline_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+
+
+AnySource = Annotated[Source | BinarySource, Field(discriminator="format")]
 
 
 class Aggregate(Frozen):
@@ -175,9 +204,25 @@ class Dataset(Frozen):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     seed: int
-    sources: dict[str, Source] = Field(min_length=1)
-    features: Features
-    model: Model
+    sources: dict[str, AnySource] = Field(min_length=1)
+    features: Features | None = None
+    model: Model | None = None
+
+    def structured(self) -> dict[str, Source]:
+        """The sources with rows and a declared schema (refine works on these)."""
+        return {k: v for k, v in self.sources.items() if isinstance(v, Source)}
+
+    @property
+    def feature_spec(self) -> Features:
+        if self.features is None:
+            raise ValueError(f"dataset {self.name!r} declares no features")
+        return self.features
+
+    @property
+    def model_spec(self) -> Model:
+        if self.model is None:
+            raise ValueError(f"dataset {self.name!r} declares no model")
+        return self.model
 
     @field_validator("sources")
     @classmethod
@@ -190,9 +235,12 @@ class Dataset(Frozen):
     @model_validator(mode="after")
     def _features_refer_to_sources(self) -> Dataset:
         feats = self.features
-        if feats.source not in self.sources:
-            raise ValueError(f"features.source {feats.source!r} is not a source")
-        main = self.sources[feats.source]
+        if feats is None:
+            return self
+        structured = self.structured()
+        if feats.source not in structured:
+            raise ValueError(f"features.source {feats.source!r} is not a structured source")
+        main = structured[feats.source]
         available = set(main.silver_columns())
         missing = [c for c in [feats.key, feats.label, *feats.columns] if c not in available]
         if missing:
@@ -201,9 +249,9 @@ class Dataset(Frozen):
                 f"will not have: {', '.join(missing)}"
             )
         for agg in feats.aggregates:
-            if agg.source not in self.sources:
+            if agg.source not in structured:
                 raise ValueError(f"features.aggregates {agg.name!r}: unknown source")
-            if feats.key not in self.sources[agg.source].silver_columns():
+            if feats.key not in structured[agg.source].silver_columns():
                 raise ValueError(
                     f"features.aggregates {agg.name!r}: source {agg.source!r} has no "
                     f"column {feats.key!r} to join on"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from lakestory.config import Dataset, Settings, create_key_file
 
 
-def run_demo(settings: Settings, dataset: Dataset, rows: int) -> int:
+def run_demo(settings: Settings, datasets: list[Dataset], rows: int) -> int:
+    """Customers (tabular, the whole flow) and digits (images; ingest and refine so far)."""
     from lakestory import session
+    from lakestory.demo.digits import generate_digits
     from lakestory.demo.generate import generate_customers
     from lakestory.pipeline import STAGES, Context, run_stages
     from lakestory.summary import summary
@@ -21,8 +23,13 @@ def run_demo(settings: Settings, dataset: Dataset, rows: int) -> int:
         f"landing: {len(landing.accounts_files)} account drops, "
         f"{len(landing.transactions_files)} transaction drops under {settings.root / 'landing'}"
     )
-    ctx = Context(session.build(settings), settings, dataset)
-    run_stages(ctx, STAGES)
-    print()
-    print(summary(ctx))
+    digits = generate_digits(settings.root / "landing")
+    print(f"landing: {digits.images_written} digit images and {digits.manifest_rows} labels")
+    spark = session.build(settings)
+    for dataset in datasets:
+        print(f"\n== {dataset.name}")
+        ctx = Context(spark, settings, dataset)
+        run_stages(ctx, STAGES)
+        print()
+        print(summary(ctx))
     return 0

@@ -60,7 +60,7 @@ def with_split(key: str, seed: int, fractions: SplitFractions) -> Transform:
 
 def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     """One row per key of the main source: key, label, and the feature columns (nullable)."""
-    feats = dataset.features
+    feats = dataset.feature_spec
     main = read(spark, silver_ref(dataset, feats.source))
     frame = main.select(feats.key, feats.label, *feats.columns)
     for source_name in dict.fromkeys(a.source for a in feats.aggregates):
@@ -142,7 +142,7 @@ def read_params(spark: SparkSession, dataset: Dataset, version: int | None = Non
 
 def build_features(spark: SparkSession, settings: Settings, dataset: Dataset) -> tuple[int, int]:
     """Write gold.<dataset>_features and the fitted params; return both Delta versions."""
-    feats = dataset.features
+    feats = dataset.feature_spec
     frame = (
         feature_frame(spark, dataset)
         .where(F.col(feats.label).isNotNull())

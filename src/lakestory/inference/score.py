@@ -57,8 +57,10 @@ def score_dataset(
     spark: SparkSession, settings: Settings, dataset: Dataset, onnx_path: Path, model_version: str
 ) -> int:
     """Score every silver row of the dataset's main source; replace the predictions table."""
-    key = dataset.features.key
-    inputs = feature_frame(spark, dataset).transform(with_feature_vector(dataset.features.names))
+    key = dataset.feature_spec.key
+    inputs = feature_frame(spark, dataset).transform(
+        with_feature_vector(dataset.feature_spec.names)
+    )
     scored = score_frame(inputs, key, onnx_path.read_bytes()).select(
         "*",
         F.lit(model_version).alias("model_version"),

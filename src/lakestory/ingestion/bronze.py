@@ -1,55 +1,72 @@
-"""Landing files -> bronze Delta tables, incrementally and exactly once.
+"""Landing files -> bronze Delta tables: incrementally, exactly once, nothing dropped.
 
-Each source is read with Structured Streaming's file source under `trigger(availableNow=True)`
-with one checkpoint per table, into the Delta sink, whose commits are idempotent per batch. A
-rerun with no new files commits nothing; a file is never ingested twice.
+New files are discovered by Structured Streaming's file source (format `binaryFile`, reading only
+path, length and modification time) under `trigger(availableNow=True)`, with one checkpoint per
+table. Each micro-batch's files are then read by format (see `structured` and `binary`) and
+appended to bronze with `txnAppId`/`txnVersion`, so a batch replayed after a crash is not
+appended twice: the checkpoint's offset log names the files of a batch before it runs, and
+Delta skips a commit it has already made for the (query, batch) pair. A rerun with no new files
+commits nothing.
 
-Bronze keeps every field as text, exactly as landed, with the reader's view of records it could
-not parse in `_corrupt_record`; refine casts to the declared types.
+Every bronze row carries `_source_file`, `_file_modification_time`, `_ingested_at`, `_batch_id`
+and `_row_hash`; each batch also logs its files to `ops.ingestion_files` and any schema drift to
+`ops.schema_drift` (both idempotent the same way), and each run that ingested something adds a
+row to `ops.ingestion_runs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
 
-from lakestory.config import Dataset, Settings, Source
-from lakestory.io import TableRef, checkpoint_path, register, table_version
+from lakestory.config import BinarySource, Dataset, Settings, Source
+from lakestory.ingestion import ops
+from lakestory.ingestion.landing import LandedFile, list_files, read_text
+from lakestory.ingestion.structured import (
+    CORRUPT,
+    DECODE_ERROR,
+    RESCUED,
+    Drift,
+    StructuredBatch,
+    read_structured,
+)
+from lakestory.io import TableRef, checkpoint_path, ensure_layers, register, table_version
 
-CORRUPT = "_corrupt_record"
-METADATA_COLUMNS = ["_source_file", "_file_modification_time", "_ingested_at"]
+log = logging.getLogger("lakestory.ingest")
+
+METADATA_COLUMNS = [
+    "_source_file",
+    "_file_modification_time",
+    "_ingested_at",
+    "_batch_id",
+    "_row_hash",
+]
+DISCOVERY_SCHEMA = "path string, modificationTime timestamp, length bigint, content binary"
+# a column whose values mostly fail to cast to its declared type has changed type; the check
+# looks at the first rows of the batch
+TYPE_CHANGE_SHARE = 0.5
+TYPE_SAMPLE_ROWS = 10_000
+
+
+def _count_if(cond: Column) -> Column:
+    return F.sum(F.when(cond, 1).otherwise(0))
 
 
 def bronze_table(dataset: Dataset, source_name: str) -> TableRef:
     return TableRef("bronze", f"{dataset.name}_{source_name}")
 
 
-def landing_path(settings: Settings, source: Source) -> str:
+def landing_path(settings: Settings, source: Source | BinarySource) -> str:
     return str(settings.root / "landing" / source.path)
-
-
-def bronze_schema(source: Source) -> StructType:
-    """Every declared column as a string, plus the reader's slot for unparseable records."""
-    fields = [StructField(name, StringType()) for name in source.schema_]
-    if source.format in ("csv", "json"):
-        fields.append(StructField(CORRUPT, StringType()))
-    return StructType(fields)
-
-
-def read_landing_stream(spark: SparkSession, settings: Settings, source: Source) -> DataFrame:
-    reader = spark.readStream.format(source.format).schema(bronze_schema(source))
-    if source.format in ("csv", "json"):
-        reader = reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
-    stream = reader.options(**source.options).load(landing_path(settings, source))
-    return stream.select(
-        "*",
-        F.col("_metadata.file_path").alias("_source_file"),
-        F.col("_metadata.file_modification_time").alias("_file_modification_time"),
-        F.current_timestamp().alias("_ingested_at"),
-    )
 
 
 @dataclass(frozen=True)
@@ -58,31 +75,304 @@ class IngestResult:
     version_before: int | None
     version_after: int | None
     rows: int
+    run: ops.IngestionRun | None = None
 
     @property
     def changed(self) -> bool:
         return self.version_after != self.version_before
 
 
+@dataclass
+class _Totals:
+    files_new: int = 0
+    empty_files: int = 0
+    rows: int = 0
+    corrupt_rows: int = 0
+    rescued_rows: int = 0
+    decode_errors: int = 0
+    bytes: int = 0
+    batches: int = 0
+    drift_events: int = 0
+
+
+@dataclass
+class _Ingestion:
+    """The state of one ingest run of one source, shared by its micro-batches."""
+
+    spark: SparkSession
+    settings: Settings
+    dataset: Dataset
+    source_name: str
+    run_id: str
+    totals: _Totals = field(default_factory=_Totals)
+    _app_id: str | None = None
+
+    @property
+    def source(self) -> Source | BinarySource:
+        return self.dataset.sources[self.source_name]
+
+    @property
+    def table(self) -> TableRef:
+        return bronze_table(self.dataset, self.source_name)
+
+    @property
+    def path(self) -> str:
+        return str(self.table.path(self.settings))
+
+    def app_id(self) -> str:
+        """Stable across restarts of the same checkpoint, new for a new checkpoint."""
+        if self._app_id is None:
+            meta = read_text(
+                self.spark, str(checkpoint_path(self.settings, self.table) / "metadata")
+            )
+            query_id = json.loads(meta)["id"] if meta else "unknown"
+            self._app_id = f"lakestory-ingest:{self.table.qualified}:{query_id}"
+        return self._app_id
+
+    def bronze_columns(self) -> list[str]:
+        """The data columns bronze has now: the declared ones, then any added by evolution."""
+        assert isinstance(self.source, Source)
+        declared = list(self.source.schema_)
+        if not DeltaTable.isDeltaTable(self.spark, self.path):
+            return declared
+        existing = self.spark.read.format("delta").load(self.path).columns
+        added = [c for c in existing if not c.startswith("_") and c not in declared]
+        return declared + added
+
+    def process(self, discovered: DataFrame, batch_id: int) -> None:
+        landed = [
+            LandedFile(r.path, r.length, int(r.modificationTime.timestamp() * 1000))
+            for r in discovered.collect()
+        ]
+        if not landed:
+            return
+        paths = [f.path for f in landed]
+        source = self.source
+        if isinstance(source, BinarySource):
+            from lakestory.ingestion.binary import read_binary
+
+            frame: DataFrame | None = read_binary(self.spark, source, landed)
+            batch = StructuredBatch(frame, encodings={p: "binary" for p in paths})
+            hashed = frame.withColumn("_row_hash", F.col("sha256")) if frame else None
+        else:
+            batch = read_structured(self.spark, source, paths, self.bronze_columns())
+            hashed = batch.frame
+        if hashed is not None:
+            out = hashed.withColumns(
+                {"_ingested_at": F.current_timestamp(), "_batch_id": F.lit(batch_id).cast("bigint")}
+            )
+            ordered = [c for c in out.columns if c not in METADATA_COLUMNS] + METADATA_COLUMNS
+            writer = (
+                out.select(*ordered)
+                .write.format("delta")
+                .mode("append")
+                .option("txnAppId", self.app_id())
+                .option("txnVersion", batch_id)
+            )
+            if batch.added_columns:
+                writer = writer.option("mergeSchema", "true")
+            writer.save(self.path)
+        stats, drift = {}, list(batch.drift)
+        if hashed is not None:
+            stats = self._file_stats(batch_id)
+            drift += self._type_changes(batch_id)
+        self._log_batch(batch_id, landed, batch, stats, drift)
+
+    def _file_stats(self, batch_id: int) -> dict[str, dict[str, Any]]:
+        """Per-file counts of the batch just written, read back from bronze (a scan of a few
+        mostly-null columns)."""
+        rows = self.spark.read.format("delta").load(self.path).where(F.col("_batch_id") == batch_id)
+        if isinstance(self.source, BinarySource):
+            flags = [_count_if(F.col("error").isNotNull()).alias("corrupt_rows")]
+        else:
+            flags = [
+                _count_if(F.col(CORRUPT).isNotNull()).alias("corrupt_rows"),
+                _count_if(F.col(RESCUED).isNotNull()).alias("rescued_rows"),
+                _count_if(F.col(DECODE_ERROR).isNotNull()).alias("decode_errors"),
+            ]
+        agg = rows.groupBy("_source_file").agg(F.count(F.lit(1)).alias("rows"), *flags)
+        return {r["_source_file"]: r.asDict() for r in agg.collect()}
+
+    def _type_changes(self, batch_id: int) -> list[Drift]:
+        """Text formats carry no types, so look at how a sample of the batch's values cast: a
+        column whose values mostly fail to cast to the declared type has changed type."""
+        source = self.source
+        if not isinstance(source, Source) or source.format == "parquet":
+            return []
+        typed = {c: t for c, t in source.schema_.items() if t != "string"}
+        if not typed:
+            return []
+        rows = self.spark.read.format("delta").load(self.path).where(F.col("_batch_id") == batch_id)
+        aggs = []
+        for name, dtype in typed.items():
+            c = F.col(name)
+            aggs.append(F.count(c).alias(f"values:{name}"))
+            aggs.append(_count_if(c.isNotNull() & c.try_cast(dtype).isNull()).alias(f"bad:{name}"))
+        sample = rows.limit(TYPE_SAMPLE_ROWS).groupBy("_source_file").agg(*aggs).collect()
+        out = []
+        for counts in sample:
+            for name, dtype in typed.items():
+                values, bad = counts[f"values:{name}"], counts[f"bad:{name}"]
+                if values and bad / values >= TYPE_CHANGE_SHARE:
+                    detail = f"declared {dtype}; {bad} of {values} sampled values do not cast"
+                    out.append(
+                        Drift(
+                            (counts["_source_file"],), name, "type_changed", detail, "kept_as_text"
+                        )
+                    )
+        return out
+
+    def record_empty_files(self, seen: list[LandedFile]) -> None:
+        """Spark's file source plans empty files but reads no row from them, so a batch never
+        sees them: record the new ones here, so that they are accounted for all the same."""
+        empty = [f for f in seen if f.size == 0]
+        if not empty:
+            return
+        known = ops.ingested_files(self.spark, self.dataset.name, self.source_name)
+        new = [f for f in empty if f.path not in known]
+        if new:
+            self._log_batch(None, new, StructuredBatch(None, empty=[f.path for f in new]), {}, [])
+
+    def _log_batch(
+        self,
+        batch_id: int | None,
+        landed: list[LandedFile],
+        batch: StructuredBatch,
+        stats: dict[str, dict[str, Any]],
+        drift: list[Drift],
+    ) -> None:
+        now = datetime.now(timezone.utc)
+        ds, src, t = self.dataset.name, self.source_name, self.totals
+        files = []
+        for f in landed:
+            s = stats.get(f.path, {})
+            rows = int(s.get("rows", 0))
+            counts = [int(s.get(k) or 0) for k in ("corrupt_rows", "rescued_rows", "decode_errors")]
+            status = "empty" if f.path in batch.empty or rows == 0 else "ok"
+            modified = datetime.fromtimestamp(f.modification_ms / 1000, timezone.utc)
+            files.append(
+                (
+                    self.run_id,
+                    ds,
+                    src,
+                    batch_id,
+                    f.path,
+                    f.size,
+                    modified,
+                    batch.encodings.get(f.path),
+                    rows,
+                    *counts,
+                    status,
+                    now,
+                )
+            )
+            t.rows += rows
+            t.corrupt_rows += counts[0]
+            t.rescued_rows += counts[1]
+            t.decode_errors += counts[2]
+            t.bytes += f.size
+            t.empty_files += status == "empty"
+        t.files_new += len(landed)
+        t.drift_events += len(drift)
+        files_df = self.spark.createDataFrame(files, ops.FILES_SCHEMA)
+        if batch_id is None:  # outside a streaming batch: a plain append
+            ops.append_files(files_df, self.settings)
+            return
+        t.batches += 1
+        app = self.app_id()
+        ops.write_idempotent(files_df, self.settings, ops.INGESTION_FILES, app, batch_id)
+        if drift:
+            for d in drift:
+                log.warning(
+                    "schema drift in %s: %s %s (%s) -> %s, in %d file(s)",
+                    self.table,
+                    d.change,
+                    d.column,
+                    d.detail,
+                    d.action,
+                    len(d.files),
+                )
+            drift_rows = [
+                (
+                    self.run_id,
+                    ds,
+                    src,
+                    batch_id,
+                    list(d.files),
+                    d.column,
+                    d.change,
+                    d.detail,
+                    d.action,
+                    now,
+                )
+                for d in drift
+            ]
+            drift_df = self.spark.createDataFrame(drift_rows, ops.DRIFT_SCHEMA)
+            ops.write_idempotent(drift_df, self.settings, ops.SCHEMA_DRIFT, app, batch_id)
+
+
+def _discovery_stream(
+    spark: SparkSession, settings: Settings, source: Source | BinarySource
+) -> DataFrame:
+    reader = spark.readStream.format("binaryFile").schema(DISCOVERY_SCHEMA)
+    reader = reader.option("recursiveFileLookup", "true")
+    if source.glob:
+        reader = reader.option("pathGlobFilter", source.glob)
+    if source.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", source.max_files_per_trigger)
+    return reader.load(landing_path(settings, source)).select("path", "modificationTime", "length")
+
+
 def ingest_source(
-    spark: SparkSession, settings: Settings, dataset: Dataset, source_name: str
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    source_name: str,
+    run_id: str | None = None,
 ) -> IngestResult:
     """Append the source's new landing files to its bronze table; wait until they are in."""
+    ensure_layers(spark, settings)
     source = dataset.sources[source_name]
-    table = bronze_table(dataset, source_name)
+    state = _Ingestion(spark, settings, dataset, source_name, run_id or uuid.uuid4().hex)
+    table = state.table
     before = table_version(spark, table)
-    path = table.path(settings)
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    seen = list_files(spark, landing_path(settings, source), source.glob)
     query = (
-        read_landing_stream(spark, settings, source)
-        .writeStream.format("delta")
-        .outputMode("append")
+        _discovery_stream(spark, settings, source)
+        .writeStream.foreachBatch(state.process)
         .option("checkpointLocation", str(checkpoint_path(settings, table)))
         .trigger(availableNow=True)
         .queryName(f"ingest_{table.name}")
-        .start(str(path))
+        .start()
     )
     query.awaitTermination()
-    rows = sum(int(p.get("numInputRows", 0)) for p in query.recentProgress)
-    if (path / "_delta_log").is_dir():
+    state.record_empty_files(seen)
+    if (table.path(settings) / "_delta_log").is_dir():
         register(spark, settings, table)
-    return IngestResult(table, before, table_version(spark, table), rows)
+    after = table_version(spark, table)
+    t = state.totals
+    run = None
+    if t.files_new:
+        run = ops.IngestionRun(
+            run_id=state.run_id,
+            dataset=dataset.name,
+            source=source_name,
+            started_at=started,
+            finished_at=datetime.now(timezone.utc),
+            duration_s=round(time.perf_counter() - clock, 3),
+            files_seen=len(seen),
+            files_new=t.files_new,
+            empty_files=t.empty_files,
+            rows=t.rows,
+            corrupt_rows=t.corrupt_rows,
+            rescued_rows=t.rescued_rows,
+            decode_errors=t.decode_errors,
+            bytes=t.bytes,
+            batches=t.batches,
+            drift_events=t.drift_events,
+            bronze_version_before=before,
+            bronze_version_after=after,
+        )
+        ops.record_run(spark, settings, run)
+    return IngestResult(table, before, after, t.rows, run)

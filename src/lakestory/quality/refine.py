@@ -18,7 +18,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings, Source
-from lakestory.ingestion import CORRUPT, METADATA_COLUMNS, bronze_table
+from lakestory.ingestion import (
+    CORRUPT,
+    DECODE_ERROR,
+    METADATA_COLUMNS,
+    RESCUED,
+    bronze_table,
+)
 from lakestory.io import TableRef, append, overwrite, read
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
@@ -64,7 +70,10 @@ def with_declared_types(source: Source) -> Transform:
 def rules_for(source: Source) -> list[Rule]:
     """The checks of a source: parseable record, required fields, types, label, expectations."""
     label = source.label.column if source.label else None
-    rules = [not_malformed(CORRUPT)] if source.format in ("csv", "json") else []
+    rules = [
+        not_malformed(CORRUPT),
+        Rule("undecodable_bytes", F.col(DECODE_ERROR).isNull()),
+    ]
     for column in dict.fromkeys([source.key, *source.required]):
         if column != label:
             rules.append(not_null(column))
@@ -118,7 +127,7 @@ def refine_source(
     key: bytes,
     run_id: str,
 ) -> RefineCounts:
-    source = dataset.sources[source_name]
+    source = dataset.structured()[source_name]
     bronze = read(spark, bronze_table(dataset, source_name))
     checked = bronze.transform(with_declared_types(source)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -133,7 +142,7 @@ def refine_source(
         now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
         quarantine = rejected.select(
             *[F.col(f"{RAW_PREFIX}{c}").alias(c) for c in source.schema_],
-            *[c for c in [CORRUPT] if c in bronze.columns],
+            *[c for c in [CORRUPT, RESCUED, DECODE_ERROR] if c in bronze.columns],
             *METADATA_COLUMNS,
             REASONS,
             F.lit(run_id).alias("_run_id"),

@@ -47,10 +47,10 @@ def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
     pdf: pd.DataFrame = (
         read(spark, features_table(dataset))
         .select(SPLIT_COLUMN, LABEL_COLUMN, FEATURES_COLUMN)
-        .orderBy(F.col(dataset.features.key))
+        .orderBy(F.col(dataset.feature_spec.key))
         .toPandas()
     )
-    width = len(dataset.features.names)
+    width = len(dataset.feature_spec.names)
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         part = pdf[pdf[SPLIT_COLUMN] == split]
@@ -73,7 +73,7 @@ def train_model(
 
     from lakestory.training.model import build_model
 
-    cfg = dataset.model
+    cfg = dataset.model_spec
     with tempfile.TemporaryDirectory(prefix="lakestory-train-") as tmp:
         data = Path(tmp) / "features.npz"
         arrays = load_arrays(spark, dataset)
@@ -103,7 +103,7 @@ def train_model(
             {
                 **cfg.model_dump(exclude={"registered_name"}),
                 "seed": dataset.seed,
-                "features": ",".join(dataset.features.names),
+                "features": ",".join(dataset.feature_spec.names),
                 "world_size": result["world_size"],
                 "backend": "torch_distributor",
                 **{f"rows_{k}": v for k, v in counts.items()},

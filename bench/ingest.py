@@ -1,0 +1,96 @@
+"""Bronze ingestion against a bare Spark CSV read + Delta write of the same files.
+
+Generates a customers drop of --rows accounts (CSV, with the demo's dirt) in a temporary
+warehouse, then, in one Spark session and alternating the two sides --repeat times:
+
+- bare: `spark.read.csv(files, header, all-string schema)` appended to a new Delta table;
+- ingest: `lakestory.ingestion.ingest_source` on a fresh checkpoint and table: file discovery
+  by the streaming file source, header and encoding sniffing, rescue and drift columns,
+  `_row_hash`, idempotent commit, per-file read-back counts, and the ops log.
+
+The best time of each side is taken; their ratio is the figure (target <= 1.5). Prints one JSON
+line: {"rows": N, "bare_s": ..., "ingest_s": ..., "ratio_vs_bare": ..., "rows_per_s": ...}.
+
+    python bench/ingest.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from pyspark.sql.types import StringType, StructField, StructType
+
+from lakestory import session
+from lakestory.config import load_dataset, load_settings
+from lakestory.demo.generate import generate_customers
+from lakestory.ingestion import ingest_source
+from lakestory.io import checkpoint_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=4, help="files the drop is split into")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="lakestory-bench-"))
+    try:
+        generate_customers(root / "landing", rows=args.rows, drops=args.files, seed=11)
+        shutil.rmtree(root / "landing" / "customers" / "transactions")
+        settings = load_settings(REPO / "conf", environ={"LAKESTORY_ROOT": str(root)})
+        dataset = load_dataset("customers", REPO / "conf")
+        source = dataset.structured()["accounts"]
+        landing = root / "landing" / source.path
+        files = sorted(str(p) for p in landing.glob("*.csv"))
+        spark = session.build(settings)
+        schema = StructType([StructField(c, StringType()) for c in source.schema_])
+
+        def bare(i: int) -> float:
+            start = time.perf_counter()
+            df = spark.read.options(**source.options).schema(schema).csv(files)
+            df.write.format("delta").mode("append").save(str(root / f"bare_{i}"))
+            return time.perf_counter() - start
+
+        def ingest(i: int) -> tuple[float, int]:
+            ds = dataset.model_copy(update={"name": f"bench{i}"})
+            start = time.perf_counter()
+            result = ingest_source(spark, settings, ds, "accounts")
+            elapsed = time.perf_counter() - start
+            shutil.rmtree(checkpoint_path(settings, result.table))
+            return elapsed, result.rows
+
+        bare(-1)  # warm-up: JVM, jars, code paths
+        bare_times, ingest_times, rows = [], [], 0
+        for i in range(args.repeat):
+            bare_times.append(bare(i))
+            elapsed, rows = ingest(i)
+            ingest_times.append(elapsed)
+        spark.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    bare_s, ingest_s = min(bare_times), min(ingest_times)
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "files": args.files,
+                "bare_s": round(bare_s, 2),
+                "ingest_s": round(ingest_s, 2),
+                "ratio_vs_bare": round(ingest_s / bare_s, 2),
+                "rows_per_s": round(rows / ingest_s),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The ingestion log in `ops`: one row per file ingested, per schema drift found, per run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakestory.config import Settings
+from lakestory.io import TableRef, exists, register
+
+INGESTION_FILES = TableRef("ops", "ingestion_files")
+SCHEMA_DRIFT = TableRef("ops", "schema_drift")
+INGESTION_RUNS = TableRef("ops", "ingestion_runs")
+
+FILES_SCHEMA = (
+    "run_id string, dataset string, source string, batch_id bigint, file string, bytes bigint, "
+    "modified_at timestamp, encoding string, rows bigint, corrupt_rows bigint, "
+    "rescued_rows bigint, decode_errors bigint, status string, ingested_at timestamp"
+)
+DRIFT_SCHEMA = (
+    "run_id string, dataset string, source string, batch_id bigint, files array<string>, "
+    "`column` string, change string, detail string, action string, detected_at timestamp"
+)
+RUNS_SCHEMA = (
+    "run_id string, dataset string, source string, started_at timestamp, "
+    "finished_at timestamp, duration_s double, files_seen bigint, files_new bigint, "
+    "empty_files bigint, rows bigint, corrupt_rows bigint, rescued_rows bigint, "
+    "decode_errors bigint, bytes bigint, batches bigint, drift_events bigint, "
+    "bronze_version_before bigint, bronze_version_after bigint"
+)
+
+
+@dataclass(frozen=True)
+class IngestionRun:
+    """What one `ingest` of one source did; `ops.ingestion_runs` gets one row of these."""
+
+    run_id: str
+    dataset: str
+    source: str
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    files_seen: int
+    files_new: int
+    empty_files: int
+    rows: int
+    corrupt_rows: int
+    rescued_rows: int
+    decode_errors: int
+    bytes: int
+    batches: int
+    drift_events: int
+    bronze_version_before: int | None
+    bronze_version_after: int | None
+
+
+def write_idempotent(
+    df: DataFrame, settings: Settings, table: TableRef, app_id: str, version: int
+) -> None:
+    """Append once per (app_id, version): Delta skips a commit it has already made for the pair,
+    so a streaming batch replayed after a crash does not append twice."""
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", version)
+        .save(str(table.path(settings)))
+    )
+    register(df.sparkSession, settings, table)
+
+
+def append_files(df: DataFrame, settings: Settings) -> None:
+    df.write.format("delta").mode("append").save(str(INGESTION_FILES.path(settings)))
+    register(df.sparkSession, settings, INGESTION_FILES)
+
+
+def record_run(spark: SparkSession, settings: Settings, run: IngestionRun) -> None:
+    df = spark.createDataFrame([tuple(asdict(run).values())], RUNS_SCHEMA)
+    df.write.format("delta").mode("append").save(str(INGESTION_RUNS.path(settings)))
+    register(spark, settings, INGESTION_RUNS)
+
+
+def latest_runs(spark: SparkSession, dataset: str | None = None) -> DataFrame | None:
+    """The latest run of every (dataset, source), newest first; None before the first run."""
+    if not exists(spark, INGESTION_RUNS):
+        return None
+    runs = spark.read.table(INGESTION_RUNS.qualified)
+    if dataset:
+        runs = runs.where(F.col("dataset") == dataset)
+    latest = runs.groupBy("dataset", "source").agg(F.max("finished_at").alias("finished_at"))
+    return runs.join(latest, ["dataset", "source", "finished_at"]).orderBy(
+        F.col("finished_at").desc()
+    )
+
+
+def ingested_files(spark: SparkSession, dataset: str, source: str) -> set[str]:
+    if not exists(spark, INGESTION_FILES):
+        return set()
+    rows = (
+        spark.read.table(INGESTION_FILES.qualified)
+        .where((F.col("dataset") == dataset) & (F.col("source") == source))
+        .select("file")
+        .distinct()
+        .collect()
+    )
+    return {r.file for r in rows}
