@@ -62,14 +62,20 @@ def summary(ctx: Context) -> str:
             f"  {o['int8_path']}  ({o['int8_bytes']} bytes, test accuracy "
             f"{o['accuracy_int8']:.3f})",
         ]
+    lines += ["", "Look further:", f"  lakestory status {ds.name}"]
+    if ds.model:
+        lines.append(
+            f'  lakestory sql "SELECT prediction, count(*) FROM gold.{ds.name}_predictions '
+            'GROUP BY prediction"'
+        )
+    for source in list(ds.structured())[:1]:
+        lines.append(
+            f'  lakestory sql "SELECT _reasons, count(*) FROM quarantine.{ds.name}_{source} '
+            'GROUP BY _reasons"'
+        )
+    if ds.model:
+        lines.append(f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}")
     lines += [
-        "",
-        "Look further:",
-        f'  lakestory sql "SELECT prediction, count(*) FROM gold.{ds.name}_predictions '
-        'GROUP BY prediction"',
-        f'  lakestory sql "SELECT _reasons, count(*) FROM quarantine.{ds.name}_accounts '
-        'GROUP BY _reasons"',
-        f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}",
         "  spark-sql sees the same tables (with .venv activated):",
         f"  {spark_sql_command(ctx)}",
     ]
