@@ -151,14 +151,12 @@ class _Ingestion:
         if isinstance(source, BinarySource):
             from lakestory.ingestion.binary import read_binary
 
-            frame: DataFrame | None = read_binary(self.spark, source, landed)
+            frame = read_binary(self.spark, source, landed).withColumn("_row_hash", F.col("sha256"))
             batch = StructuredBatch(frame, encodings={p: "binary" for p in paths})
-            hashed = frame.withColumn("_row_hash", F.col("sha256")) if frame else None
         else:
             batch = read_structured(self.spark, source, paths, self.bronze_columns())
-            hashed = batch.frame
-        if hashed is not None:
-            out = hashed.withColumns(
+        if batch.frame is not None:
+            out = batch.frame.withColumns(
                 {"_ingested_at": F.current_timestamp(), "_batch_id": F.lit(batch_id).cast("bigint")}
             )
             ordered = [c for c in out.columns if c not in METADATA_COLUMNS] + METADATA_COLUMNS
@@ -173,7 +171,7 @@ class _Ingestion:
                 writer = writer.option("mergeSchema", "true")
             writer.save(self.path)
         stats, drift = {}, list(batch.drift)
-        if hashed is not None:
+        if batch.frame is not None:
             stats = self._file_stats(batch_id)
             drift += self._type_changes(batch_id)
         self._log_batch(batch_id, landed, batch, stats, drift)
