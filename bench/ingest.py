@@ -8,10 +8,13 @@ warehouse, then, in one Spark session and alternating the two sides --repeat tim
   by the streaming file source, header and encoding sniffing, rescue and drift columns,
   `_row_hash`, idempotent commit, per-file read-back counts, and the ops log.
 
-The best time of each side is taken; their ratio is the figure (target <= 1.5). Prints one JSON
-line: {"rows": N, "bare_s": ..., "ingest_s": ..., "ratio_vs_bare": ..., "rows_per_s": ...}.
+The best time of each side is taken; their ratio is the figure (target <= 1.5). With
+--breakdown it also times, write only, the steps between the two: the corrupt-record column,
+bronze's frame with its flag and file columns, the row-level decode check and the row hash.
+Prints one JSON line: {"rows": N, "bare_s": ..., "ingest_s": ..., "ratio_vs_bare": ...,
+"rows_per_s": ..., "breakdown_s": {...}}.
 
-    python bench/ingest.py --rows 1000000
+    python bench/ingest.py --rows 1000000 --breakdown
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lakestory import session
 from lakestory.config import load_dataset, load_settings
 from lakestory.demo.generate import generate_customers
-from lakestory.ingestion import ingest_source
+from lakestory.ingestion import CORRUPT, DECODE_ERROR, ingest_source
+from lakestory.ingestion.structured import ROW_HASH, read_structured
 from lakestory.io import checkpoint_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +46,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=4, help="files the drop is split into")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--breakdown", action="store_true", help="also time the steps between")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="lakestory-bench-"))
@@ -67,10 +75,38 @@ def main() -> None:
             shutil.rmtree(checkpoint_path(settings, result.table))
             return elapsed, result.rows
 
+        def write(name: str, df: DataFrame) -> float:
+            start = time.perf_counter()
+            df.write.format("delta").mode("append").save(str(root / f"step_{name}"))
+            return time.perf_counter() - start
+
+        def frame() -> DataFrame:
+            out = read_structured(spark, source, files, list(source.schema_)).frame
+            assert out is not None
+            return out.withColumns({"_ingested_at": F.current_timestamp(), "_batch_id": F.lit(0)})
+
+        corrupt_schema = StructType([*schema.fields, StructField(CORRUPT, StringType())])
+        steps: dict[str, Callable[[], DataFrame]] = {
+            "corrupt_record": lambda: (
+                spark.read.options(**source.options)
+                .option("mode", "PERMISSIVE")
+                .option("columnNameOfCorruptRecord", CORRUPT)
+                .schema(corrupt_schema)
+                .csv(files)
+            ),
+            "flags_and_file_columns": lambda: frame().drop(ROW_HASH, DECODE_ERROR),
+            "decode_check": lambda: frame().drop(ROW_HASH),
+            "row_hash": frame,
+        }
+
         bare(-1)  # warm-up: JVM, jars, code paths
         bare_times, ingest_times, rows = [], [], 0
+        step_times: dict[str, list[float]] = {name: [] for name in steps}
         for i in range(args.repeat):
             bare_times.append(bare(i))
+            if args.breakdown:
+                for name, make in steps.items():
+                    step_times[name].append(write(name, make()))
             elapsed, rows = ingest(i)
             ingest_times.append(elapsed)
         spark.stop()
@@ -87,6 +123,7 @@ def main() -> None:
                 "ingest_s": round(ingest_s, 2),
                 "ratio_vs_bare": round(ingest_s / bare_s, 2),
                 "rows_per_s": round(rows / ingest_s),
+                "breakdown_s": {k: round(min(v), 2) for k, v in step_times.items() if v},
             }
         )
     )
