@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import filecmp
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
+
+from lakestory.demo.landing import write_atomically
 
 MANIFEST_HEADER = ["file_name", "label"]
 # dirt kind -> share of source images; the kinds are drawn on disjoint images, in this order
@@ -90,18 +90,7 @@ def _truncate(png: bytes) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Write atomically, leaving an identical existing file untouched (keeps its mtime)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Dot prefix: Spark file sources skip hidden files, so no reader sees a half-written file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        if path.exists() and filecmp.cmp(tmp, path, shallow=False):
-            tmp.unlink()
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, [data])
 
 
 def _manifest(rows: list[tuple[str, str]]) -> bytes:

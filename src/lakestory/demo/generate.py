@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import filecmp
 import io
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from faker import Faker
+
+from lakestory.demo.landing import write_atomically
 
 REFERENCE_DATE = np.datetime64("2026-06-30", "D")
 # fmt: off
@@ -242,19 +242,7 @@ def _txn_text(t: Book, seq: np.ndarray) -> Iterator[str]:
 
 
 def _write(path: Path, pieces: Iterable[str]) -> None:
-    """Write atomically, leaving an identical existing file untouched (keeps its mtime)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Dot prefix: Spark file sources skip hidden files, so no reader sees a half-written drop.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.writelines(pieces)
-        if path.exists() and filecmp.cmp(tmp, path, shallow=False):
-            tmp.unlink()
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, (piece.encode("utf-8") for piece in pieces))
 
 
 def _scatter(rng: np.random.Generator, n: int, after: np.ndarray) -> np.ndarray:
