@@ -24,11 +24,11 @@ import codecs
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -238,32 +238,46 @@ def _corrupt_schema(fields: list[StructField]) -> StructType:
     return StructType([*fields, StructField(CORRUPT, StringType())])
 
 
+def _sniffed(
+    spark: SparkSession, source: Source, files: list[str], batch: StructuredBatch
+) -> Iterator[tuple[str, bytes, Decoding]]:
+    """Each non-empty file with its first bytes and the charset to read it with; empty files
+    are noted in `batch.empty`."""
+    declared = declared_encoding(source)
+    for path in files:
+        first = head(spark, path)
+        if first:
+            yield path, first, sniff_decoding(first, declared)
+        else:
+            batch.empty.append(path)
+
+
+def _text_reader(spark: SparkSession, source: Source, decoding: Decoding) -> DataFrameReader:
+    """A reader of the source's text format that keeps unparseable records' raw text."""
+    return (
+        spark.read.format(source.format)
+        .options(**source.options)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT)
+        .option("encoding", decoding.encoding)
+    )
+
+
 def _read_csv(
     spark: SparkSession, source: Source, files: list[str], bronze_columns: list[str]
 ) -> StructuredBatch:
     batch = StructuredBatch(None)
     header = source.options.get("header", "false").lower() == "true"
-    declared = declared_encoding(source)
     groups: dict[tuple[tuple[str, ...], Decoding], list[str]] = defaultdict(list)
-    for path in files:
-        first = head(spark, path)
-        if not first:
-            batch.empty.append(path)
-            continue
-        decoding = sniff_decoding(first, declared)
+    for path, first, decoding in _sniffed(spark, source, files, batch):
         names = tuple(sniff_csv_header(first, decoding.encoding, source.options)) if header else ()
         groups[(names, decoding)].append(path)
     frames = []
     for (names, decoding), group in groups.items():
         columns = _unique_names(list(names)) if header else list(source.schema_)
         physical = [f"__c{i}" for i in range(len(columns))]
-        reader = (
-            spark.read.format("csv")
-            .options(**source.options)
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", CORRUPT)
-            .option("encoding", decoding.encoding)
-            .schema(_corrupt_schema([StructField(p, StringType()) for p in physical]))
+        reader = _text_reader(spark, source, decoding).schema(
+            _corrupt_schema([StructField(p, StringType()) for p in physical])
         )
         if decoding.encoding.startswith("UTF-16") or decoding.encoding.startswith("UTF-32"):
             reader = reader.option("multiLine", "true")  # line splitting is byte-based otherwise
@@ -280,24 +294,13 @@ def _read_json(
     spark: SparkSession, source: Source, files: list[str], bronze_columns: list[str]
 ) -> StructuredBatch:
     batch = StructuredBatch(None)
-    declared = declared_encoding(source)
     multiline = source.options.get("multiLine", "false").lower() == "true"
     groups: dict[Decoding, list[str]] = defaultdict(list)
-    for path in files:
-        first = head(spark, path)
-        if not first:
-            batch.empty.append(path)
-            continue
-        groups[sniff_decoding(first, declared)].append(path)
+    for path, _, decoding in _sniffed(spark, source, files, batch):
+        groups[decoding].append(path)
     frames = []
     for decoding, group in groups.items():
-        reader = (
-            spark.read.format("json")
-            .options(**source.options)
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", CORRUPT)
-            .option("encoding", decoding.encoding)
-        )
+        reader = _text_reader(spark, source, decoding)
         if not multiline:
             reader = reader.option("lineSep", "\n")
         inferred = reader.load(group).schema  # a pass over the data, for drift and rescue
