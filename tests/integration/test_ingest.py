@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from lakestory.config import Dataset, Settings, load_dataset
 from lakestory.demo.digits import generate_digits
 from lakestory.ingestion import METADATA_COLUMNS, bronze_table, ingest_source
+from lakestory.ingestion.bronze import STATS_COLUMNS
 from lakestory.ingestion.ops import INGESTION_FILES, INGESTION_RUNS, SCHEMA_DRIFT
 from lakestory.io import table_version
 
@@ -114,6 +115,23 @@ def test_metadata_on_every_row_and_row_hash_identifies_content(
     assert hashes[0] == hashes[1] != hashes[2]
     assert {r._batch_id for r in rows.collect()} == {0}
     assert rows.first()._source_file.endswith("/a.csv")
+
+
+def test_the_transaction_log_keeps_statistics_of_metadata_only(
+    spark: SparkSession, settings: Settings
+) -> None:
+    ds = make_dataset("stats", people=csv_source())
+    (landing(settings, ds, "people") / "a.csv").write_text("id,name,age\n1,Zelda Quist,31\n")
+    result = ingest_source(spark, settings, ds, "people")
+    log = result.table.path(settings) / "_delta_log"
+    adds = [
+        json.loads(json.loads(line)["add"]["stats"])
+        for commit in sorted(log.glob("*.json"))
+        for line in commit.read_text().splitlines()
+        if '"add"' in line
+    ]
+    assert adds and all(set(a["minValues"]) == set(STATS_COLUMNS) for a in adds)
+    assert not any(b"Zelda Quist" in f.read_bytes() for f in log.iterdir() if f.is_file())
 
 
 def test_csv_options_columns_by_name_rescue_drift_and_corrupt_records(

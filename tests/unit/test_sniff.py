@@ -6,7 +6,14 @@ import codecs
 
 import pytest
 
-from lakestory.ingestion.structured import Decoding, sniff_csv_header, sniff_decoding
+from lakestory.ingestion.landing import SNIFF_BYTES
+from lakestory.ingestion.structured import (
+    Decoding,
+    sample_csv,
+    sample_json,
+    sniff_csv_header,
+    sniff_decoding,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,3 +54,31 @@ def test_csv_header_respects_separator_quotes_escapes_and_a_bom() -> None:
     ]
     utf16 = 'id,"a ""b"""\n'.encode("utf-16")
     assert sniff_csv_header(utf16, "UTF-16", {"escape": '"'}) == ["id", 'a "b"']
+
+
+def test_csv_sample_keeps_complete_records_by_name_with_nulls() -> None:
+    options = {"header": "true", "quote": '"', "escape": '"'}
+    raw = b'age,id\n30,1\n,2\n"4""0",3\nbroken\n'
+    assert sample_csv(raw, "UTF-8", options, ["age", "id"]) == [
+        {"age": "30", "id": "1"},
+        {"age": None, "id": "2"},  # Spark reads an empty field as null
+        {"age": '4"0', "id": "3"},
+    ]  # the record with one field is corrupt and not sampled
+
+
+def test_a_sample_cut_by_the_sniff_drops_its_last_record() -> None:
+    line = b"1,ann\n"
+    head = (line * (SNIFF_BYTES // len(line) + 1))[:SNIFF_BYTES]  # ends mid-record
+    records = sample_csv(head, "UTF-8", {}, ["id", "name"])
+    assert len(records) == SNIFF_BYTES // len(line)
+    assert records[-1] == {"id": "1", "name": "ann"}
+
+
+def test_json_samples_keep_values_as_spark_writes_them() -> None:
+    lines = b'{"id": 1, "ok": true, "tags": {"a": [1]}, "age": 4.50, "n": null}\n{bad\n'
+    assert sample_json(lines, "UTF-8", multiline=False) == [
+        {"id": "1", "ok": "true", "tags": '{"a":[1]}', "age": "4.5", "n": None}
+    ]
+    doc = b'[{"id": "1"},\n {"id": "2"}]'
+    assert sample_json(doc, "UTF-8", multiline=True) == [{"id": "1"}, {"id": "2"}]
+    assert sample_json(doc[:-1], "UTF-8", multiline=True) == []  # not a whole document

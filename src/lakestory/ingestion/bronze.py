@@ -50,11 +50,12 @@ METADATA_COLUMNS = [
     "_batch_id",
     "_row_hash",
 ]
+# Bronze keeps data-skipping statistics on its metadata only. Its readers select by batch, file
+# or ingestion time; min/max of raw text columns would skip nothing, would cost about a third of
+# a plain write, and would copy raw values (names, e-mail addresses) into the transaction log,
+# where erasure cannot reach them.
+STATS_COLUMNS = ["_source_file", "_file_modification_time", "_ingested_at", "_batch_id"]
 DISCOVERY_SCHEMA = "path string, modificationTime timestamp, length bigint, content binary"
-# a column whose values mostly fail to cast to its declared type has changed type; the check
-# looks at the first rows of the batch
-TYPE_CHANGE_SHARE = 0.5
-TYPE_SAMPLE_ROWS = 10_000
 
 
 def _count_if(cond: Column) -> Column:
@@ -166,15 +167,13 @@ class _Ingestion:
                 .mode("append")
                 .option("txnAppId", self.app_id())
                 .option("txnVersion", batch_id)
+                .option("delta.dataSkippingStatsColumns", ",".join(STATS_COLUMNS))
             )
             if batch.added_columns:
                 writer = writer.option("mergeSchema", "true")
             writer.save(self.path)
-        stats, drift = {}, list(batch.drift)
-        if batch.frame is not None:
-            stats = self._file_stats(batch_id)
-            drift += self._type_changes(batch_id)
-        self._log_batch(batch_id, landed, batch, stats, drift)
+        stats = self._file_stats(batch_id) if batch.frame is not None else {}
+        self._log_batch(batch_id, landed, batch, stats, batch.drift)
 
     def _file_stats(self, batch_id: int) -> dict[str, dict[str, Any]]:
         """Per-file counts of the batch just written, read back from bronze (a scan of a few
@@ -190,35 +189,6 @@ class _Ingestion:
             ]
         agg = rows.groupBy("_source_file").agg(F.count(F.lit(1)).alias("rows"), *flags)
         return {r["_source_file"]: r.asDict() for r in agg.collect()}
-
-    def _type_changes(self, batch_id: int) -> list[Drift]:
-        """Text formats carry no types, so look at how a sample of the batch's values cast: a
-        column whose values mostly fail to cast to the declared type has changed type."""
-        source = self.source
-        if not isinstance(source, Source) or source.format == "parquet":
-            return []
-        typed = {c: t for c, t in source.schema_.items() if t != "string"}
-        if not typed:
-            return []
-        rows = self.spark.read.format("delta").load(self.path).where(F.col("_batch_id") == batch_id)
-        aggs = []
-        for name, dtype in typed.items():
-            c = F.col(name)
-            aggs.append(F.count(c).alias(f"values:{name}"))
-            aggs.append(_count_if(c.isNotNull() & c.try_cast(dtype).isNull()).alias(f"bad:{name}"))
-        sample = rows.limit(TYPE_SAMPLE_ROWS).groupBy("_source_file").agg(*aggs).collect()
-        out = []
-        for counts in sample:
-            for name, dtype in typed.items():
-                values, bad = counts[f"values:{name}"], counts[f"bad:{name}"]
-                if values and bad / values >= TYPE_CHANGE_SHARE:
-                    detail = f"declared {dtype}; {bad} of {values} sampled values do not cast"
-                    out.append(
-                        Drift(
-                            (counts["_source_file"],), name, "type_changed", detail, "kept_as_text"
-                        )
-                    )
-        return out
 
     def record_empty_files(self, seen: list[LandedFile]) -> None:
         """Spark's file source plans empty files but reads no row from them, so a batch never

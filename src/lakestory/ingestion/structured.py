@@ -10,6 +10,10 @@ holds, not just what the config declares:
 - Parquet files are grouped by their footer schema; a column whose physical type is of another
   family than the declared one (text, number, boolean, time) is reported as a type change.
 
+Text formats carry no types, so a changed type is found by casting a sample: the records in each
+file's first bytes (already read to sniff it). A declared column whose sampled values mostly fail
+to cast is reported as a type change; its values stay text.
+
 A declared column a file lacks becomes null; a column the config does not declare goes to
 `_rescued` (a JSON object) or, under `schema_evolution: add_new_columns`, becomes a bronze column
 of its own. Both are reported as schema drift. A record the reader cannot parse keeps its raw
@@ -23,6 +27,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +50,7 @@ from pyspark.sql.types import (
 )
 
 from lakestory.config import Source
-from lakestory.ingestion.landing import head
+from lakestory.ingestion.landing import SNIFF_BYTES, head
 
 CORRUPT = "_corrupt_record"
 RESCUED = "_rescued"
@@ -56,6 +61,9 @@ FLAG_COLUMNS = [RESCUED, CORRUPT, DECODE_ERROR]
 FALLBACK_ENCODING = "ISO-8859-1"
 REPLACEMENT = "\ufffd"
 _SEP, _NULL = "\u001f", "\u0000"  # keep the row hash unambiguous
+# a declared column whose sampled values mostly fail to cast to its type has changed type
+TYPE_CHANGE_SHARE = 0.5
+TYPE_SAMPLE_ROWS = 1000  # per file, at most
 
 # byte-order mark -> the Java charset that decodes it (and drops the mark)
 _BOMS = [
@@ -91,6 +99,8 @@ class StructuredBatch:
     encodings: dict[str, str] = field(default_factory=dict)  # file -> charset read with
     empty: list[str] = field(default_factory=list)  # files with no bytes
     added_columns: list[str] = field(default_factory=list)
+    # file -> records from its first bytes, as text, for the type check
+    samples: dict[str, list[dict[str, str | None]]] = field(default_factory=dict)
 
 
 def declared_encoding(source: Source) -> str:
@@ -125,20 +135,124 @@ def python_codec(charset: str) -> str:
         return "utf-8"
 
 
-def sniff_csv_header(first_bytes: bytes, charset: str, options: dict[str, str]) -> list[str]:
-    """The column names in the first record of a CSV file."""
-    text = first_bytes.decode(python_codec(charset), errors="replace").lstrip("\ufeff")
-    sep = options.get("sep", options.get("delimiter", ","))
+def _csv_reader(text: str, options: dict[str, str]) -> Iterator[list[str]]:
+    """Python's CSV reader with Spark's CSV options."""
     quote = options.get("quote", '"')
     escape = options.get("escape", "\\")
-    reader = csv.reader(
+    return csv.reader(
         io.StringIO(text),
-        delimiter=sep,
+        delimiter=options.get("sep", options.get("delimiter", ",")),
         quotechar=quote or None,
         escapechar=None if escape == quote else escape,
         doublequote=escape == quote,
     )
+
+
+def _head_text(first_bytes: bytes, charset: str) -> str:
+    return first_bytes.decode(python_codec(charset), errors="replace").lstrip("\ufeff")
+
+
+def _whole(first_bytes: bytes) -> bool:
+    return len(first_bytes) < SNIFF_BYTES
+
+
+def sniff_csv_header(first_bytes: bytes, charset: str, options: dict[str, str]) -> list[str]:
+    """The column names in the first record of a CSV file."""
+    reader = _csv_reader(_head_text(first_bytes, charset), options)
     return [name.strip() for name in next(reader, [])]
+
+
+def sample_csv(
+    first_bytes: bytes, charset: str, options: dict[str, str], columns: list[str]
+) -> list[dict[str, str | None]]:
+    """The complete records in a CSV file's first bytes, by column name, with Spark's null
+    value as None; records with another number of fields than `columns` (corrupt ones) are
+    left out."""
+    null = options.get("nullValue", "")
+    reader = _csv_reader(_head_text(first_bytes, charset), options)
+    try:
+        records = list(reader)
+    except csv.Error:
+        return []
+    if options.get("header", "false").lower() == "true":
+        records = records[1:]
+    if not _whole(first_bytes):
+        records = records[:-1]  # cut short by the sniff
+    return [
+        {c: None if v == null else v for c, v in zip(columns, r, strict=True)}
+        for r in records
+        if len(r) == len(columns)
+    ]
+
+
+def _json_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def sample_json(first_bytes: bytes, charset: str, multiline: bool) -> list[dict[str, str | None]]:
+    """The complete JSON objects in a file's first bytes, their values as text."""
+    text = _head_text(first_bytes, charset)
+    objects: list[object] = []
+    if multiline:
+        if _whole(first_bytes):
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                return []
+            objects = doc if isinstance(doc, list) else [doc]
+    else:
+        lines = text.splitlines()
+        if not _whole(first_bytes):
+            lines = lines[:-1]
+        for line in lines:
+            try:
+                objects.append(json.loads(line))
+            except ValueError:
+                continue  # a corrupt record: bronze keeps it, the sample does not need it
+    return [{k: _json_text(v) for k, v in o.items()} for o in objects if isinstance(o, dict)]
+
+
+def sampled_type_changes(
+    spark: SparkSession,
+    declared: Mapping[str, str],
+    samples: Mapping[str, list[dict[str, str | None]]],
+) -> list[Drift]:
+    """Per file, the declared non-text columns whose sampled values mostly fail to cast.
+
+    The casts are Spark's own (`try_cast`), on a local relation of at most TYPE_SAMPLE_ROWS
+    records per file, which the driver evaluates without a job."""
+    typed = [(name, dtype) for name, dtype in declared.items() if dtype != "string"]
+    rows = [
+        (path, *[record.get(name) for name, _ in typed])
+        for path, records in samples.items()
+        for record in records[:TYPE_SAMPLE_ROWS]
+    ]
+    if not typed or not rows:
+        return []
+    schema = StructType(
+        [StructField("file", StringType())]
+        + [StructField(f"c{i}", StringType()) for i in range(len(typed))]
+    )
+    local = spark.createDataFrame(rows, schema)
+    checks = []
+    for i, (_, dtype) in enumerate(typed):
+        c = F.col(f"c{i}")
+        checks.append(F.when(c.isNotNull(), c.try_cast(dtype).isNull()).alias(f"c{i}"))
+    counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])  # values, bad
+    for row in local.select("file", *checks).collect():
+        for i in range(len(typed)):
+            if row[i + 1] is not None:
+                counts[(row[0], i)][0] += 1
+                counts[(row[0], i)][1] += row[i + 1]
+    out = []
+    for (path, i), (values, bad) in sorted(counts.items()):
+        if bad / values >= TYPE_CHANGE_SHARE:
+            name, dtype = typed[i]
+            detail = f"declared {dtype}; {bad} of {values} sampled values do not cast"
+            out.append(Drift((path,), name, "type_changed", detail, "kept_as_text"))
+    return out
 
 
 def _unique_names(header: list[str]) -> list[str]:
@@ -272,6 +386,8 @@ def _read_csv(
     for path, first, decoding in _sniffed(spark, source, files, batch):
         names = tuple(sniff_csv_header(first, decoding.encoding, source.options)) if header else ()
         groups[(names, decoding)].append(path)
+        columns = _unique_names(list(names)) if header else list(source.schema_)
+        batch.samples[path] = sample_csv(first, decoding.encoding, source.options, columns)
     frames = []
     for (names, decoding), group in groups.items():
         columns = _unique_names(list(names)) if header else list(source.schema_)
@@ -296,8 +412,9 @@ def _read_json(
     batch = StructuredBatch(None)
     multiline = source.options.get("multiLine", "false").lower() == "true"
     groups: dict[Decoding, list[str]] = defaultdict(list)
-    for path, _, decoding in _sniffed(spark, source, files, batch):
+    for path, first, decoding in _sniffed(spark, source, files, batch):
         groups[decoding].append(path)
+        batch.samples[path] = sample_json(first, decoding.encoding, multiline)
     frames = []
     for decoding, group in groups.items():
         reader = _text_reader(spark, source, decoding)
@@ -365,6 +482,7 @@ def read_structured(
     added by schema evolution, `_rescued`, `_corrupt_record`, `_decode_error`, `_source_file`,
     `_file_modification_time` and `_row_hash`."""
     batch = READERS[source.format](spark, source, files, bronze_columns)
+    batch.drift += sampled_type_changes(spark, source.schema_, batch.samples)
     if batch.frame is not None:
         order = [*bronze_columns, *batch.added_columns, *FLAG_COLUMNS, *FILE_COLUMNS, ROW_HASH]
         batch.frame = batch.frame.select(*order)
