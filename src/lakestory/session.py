@@ -32,9 +32,6 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # Derby writes derby.log into the working directory unless told otherwise.
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={root}",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
-        # Idempotent writes (txnAppId/txnVersion) look up the table's last version per app id;
-        # kept in each commit's checksum file, that lookup needs no replay of the whole log.
-        "spark.databricks.delta.setTransactionsInCrc.writeOnCommit": "true",
     }
     conf.update(settings.spark.conf)
     return conf

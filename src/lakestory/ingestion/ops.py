@@ -11,6 +11,10 @@ from pyspark.sql import functions as F
 from lakestory.config import Settings
 from lakestory.io import TableRef, exists, register
 
+# readers of the log select by dataset and source; statistics on the other columns would only
+# make every small append slower
+STATS = ("delta.dataSkippingStatsColumns", "dataset,source")
+
 INGESTION_FILES = TableRef("ops", "ingestion_files")
 SCHEMA_DRIFT = TableRef("ops", "schema_drift")
 INGESTION_RUNS = TableRef("ops", "ingestion_runs")
@@ -65,6 +69,7 @@ def write_idempotent(
     (
         df.write.format("delta")
         .mode("append")
+        .option(*STATS)
         .option("txnAppId", app_id)
         .option("txnVersion", version)
         .save(str(table.path(settings)))
@@ -73,13 +78,13 @@ def write_idempotent(
 
 
 def append_files(df: DataFrame, settings: Settings) -> None:
-    df.write.format("delta").mode("append").save(str(INGESTION_FILES.path(settings)))
+    df.write.format("delta").mode("append").option(*STATS).save(str(INGESTION_FILES.path(settings)))
     register(df.sparkSession, settings, INGESTION_FILES)
 
 
 def record_run(spark: SparkSession, settings: Settings, run: IngestionRun) -> None:
     df = spark.createDataFrame([tuple(asdict(run).values())], RUNS_SCHEMA)
-    df.write.format("delta").mode("append").save(str(INGESTION_RUNS.path(settings)))
+    df.write.format("delta").mode("append").option(*STATS).save(str(INGESTION_RUNS.path(settings)))
     register(spark, settings, INGESTION_RUNS)
 
 

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -221,8 +222,8 @@ def sampled_type_changes(
 ) -> list[Drift]:
     """Per file, the declared non-text columns whose sampled values mostly fail to cast.
 
-    The casts are Spark's own (`try_cast`), on a local relation of at most TYPE_SAMPLE_ROWS
-    records per file, which the driver evaluates without a job."""
+    The casts are Spark's own (`try_cast`), on at most TYPE_SAMPLE_ROWS records per file,
+    handed to Spark as a pandas frame (several times faster than Python rows)."""
     typed = [(name, dtype) for name, dtype in declared.items() if dtype != "string"]
     rows = [
         (path, *[record.get(name) for name, _ in typed])
@@ -231,11 +232,9 @@ def sampled_type_changes(
     ]
     if not typed or not rows:
         return []
-    schema = StructType(
-        [StructField("file", StringType())]
-        + [StructField(f"c{i}", StringType()) for i in range(len(typed))]
-    )
-    local = spark.createDataFrame(rows, schema)
+    names = ["file"] + [f"c{i}" for i in range(len(typed))]
+    schema = StructType([StructField(n, StringType()) for n in names])
+    local = spark.createDataFrame(pd.DataFrame(rows, columns=names, dtype=object), schema)
     checks = []
     for i, (_, dtype) in enumerate(typed):
         c = F.col(f"c{i}")
