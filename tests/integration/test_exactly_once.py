@@ -4,7 +4,8 @@ run, rerun it, and compare bronze with one clean run's.
 The source takes one file per micro-batch, so a run has several batches to interrupt. The kills
 land (a) after a batch is planned in the checkpoint's offset log and before it is committed,
 (b) after its rows are committed to bronze and before the checkpoint records the batch done,
-the case `txnAppId`/`txnVersion` exists for, and (c) between batches.
+the case `txnAppId`/`txnVersion` exists for, (c) after its files are also logged in
+`ops.ingestion_files` and before the checkpoint records the batch done, and (d) between batches.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 FILES = 6
 TABLE = "bronze/customers_accounts"
 CHECKPOINT = "_checkpoints/bronze/customers_accounts"
+FILE_LOG = "ops/ingestion_files"
 CONTENT = [
     "customer_id",
     "name",
@@ -74,13 +76,18 @@ def _numbered(folder: Path) -> set[int]:
     return {int(p.name) for p in folder.iterdir() if p.name.isdigit()}
 
 
+def _versions(table: Path) -> set[int]:
+    log = table / "_delta_log"
+    return {int(p.name[:20]) for p in log.glob("*.json")} if log.is_dir() else set()
+
+
 def _state(root: Path) -> dict[str, set[int]]:
-    ck, log = root / CHECKPOINT, root / TABLE / "_delta_log"
-    versions = {int(p.name[:20]) for p in log.glob("*.json")} if log.is_dir() else set()
+    ck = root / CHECKPOINT
     return {
         "offsets": _numbered(ck / "offsets"),
         "commits": _numbered(ck / "commits"),
-        "versions": versions,
+        "versions": _versions(root / TABLE),
+        "logged": _versions(root / FILE_LOG),
     }
 
 
@@ -96,6 +103,12 @@ def written_not_done(start: dict[str, set[int]], now: dict[str, set[int]]) -> bo
     """This process committed a batch's rows to bronze; the checkpoint does not know yet.
     (One bronze version per batch: version n holds batch n.)"""
     return bool(now["versions"] - start["versions"] - now["commits"])
+
+
+def logged_not_done(start: dict[str, set[int]], now: dict[str, set[int]]) -> bool:
+    """This process logged more batches in ops.ingestion_files than the checkpoint has done.
+    (One log commit per batch.)"""
+    return len(now["logged"] - start["logged"]) > len(now["commits"] - start["commits"])
 
 
 def between_batches(start: dict[str, set[int]], now: dict[str, set[int]]) -> bool:
@@ -141,9 +154,9 @@ def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
         shutil.rmtree(root / "landing" / "customers" / "transactions")  # accounts only
     _run(clean, conf)
 
-    points = (planned_not_done, written_not_done, between_batches)
+    points = (planned_not_done, written_not_done, logged_not_done, between_batches)
     kills = [_kill_when(killed, conf, point) for point in points]
-    assert kills == [True, True, True], "a run finished before its kill point was reached"
+    assert all(kills), f"a run finished before its kill point was reached: {kills}"
     _run(killed, conf)
 
     expected, actual = _bronze(spark, clean), _bronze(spark, killed)

@@ -105,6 +105,9 @@ class _Ingestion:
     dataset: Dataset
     source_name: str
     run_id: str
+    # the batch the checkpoint had planned but not finished when its last run stopped: the only
+    # one that can be a replay of a batch already (partly) written
+    pending_batch: int | None = None
     totals: _Totals = field(default_factory=_Totals)
     _app_id: str | None = None
 
@@ -223,6 +226,7 @@ class _Ingestion:
                     self.run_id,
                     ds,
                     src,
+                    self.app_id(),
                     batch_id,
                     f.path,
                     f.size,
@@ -247,8 +251,8 @@ class _Ingestion:
             ops.append_files(files_df, self.settings)
             return
         t.batches += 1
-        app = self.app_id()
-        ops.write_idempotent(files_df, self.settings, ops.INGESTION_FILES, app, batch_id)
+        app, replay = self.app_id(), batch_id == self.pending_batch
+        ops.append_batch_log(files_df, self.settings, ops.INGESTION_FILES, app, batch_id, replay)
         if drift:
             for d in drift:
                 log.warning(
@@ -265,6 +269,7 @@ class _Ingestion:
                     self.run_id,
                     ds,
                     src,
+                    app,
                     batch_id,
                     list(d.files),
                     d.column,
@@ -276,7 +281,7 @@ class _Ingestion:
                 for d in drift
             ]
             drift_df = self.spark.createDataFrame(drift_rows, ops.DRIFT_SCHEMA)
-            ops.write_idempotent(drift_df, self.settings, ops.SCHEMA_DRIFT, app, batch_id)
+            ops.append_batch_log(drift_df, self.settings, ops.SCHEMA_DRIFT, app, batch_id, replay)
 
 
 def _discovery_stream(
@@ -291,6 +296,24 @@ def _discovery_stream(
     return reader.load(landing_path(settings, source)).select("path", "modificationTime", "length")
 
 
+def _batch_ids(spark: SparkSession, folder: str) -> list[int]:
+    return [
+        int(name)
+        for f in list_files(spark, folder)
+        if (name := f.path.rsplit("/", 1)[-1]).isdigit()
+    ]
+
+
+def _pending_batch(spark: SparkSession, checkpoint: str) -> int | None:
+    """The batch in the checkpoint's offset log but not in its commit log, if there is one: the
+    stream re-runs it first."""
+    planned = _batch_ids(spark, f"{checkpoint}/offsets")
+    done = _batch_ids(spark, f"{checkpoint}/commits")
+    if planned and max(planned) > max(done, default=-1):
+        return max(planned)
+    return None
+
+
 def ingest_source(
     spark: SparkSession,
     settings: Settings,
@@ -301,8 +324,15 @@ def ingest_source(
     """Append the source's new landing files to its bronze table; wait until they are in."""
     ensure_layers(spark, settings)
     source = dataset.sources[source_name]
-    state = _Ingestion(spark, settings, dataset, source_name, run_id or uuid.uuid4().hex)
-    table = state.table
+    table = bronze_table(dataset, source_name)
+    state = _Ingestion(
+        spark,
+        settings,
+        dataset,
+        source_name,
+        run_id or uuid.uuid4().hex,
+        pending_batch=_pending_batch(spark, str(checkpoint_path(settings, table))),
+    )
     before = table_version(spark, table)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     seen = list_files(spark, landing_path(settings, source), source.glob)

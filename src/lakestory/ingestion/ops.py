@@ -1,10 +1,17 @@
-"""The ingestion log in `ops`: one row per file ingested, per schema drift found, per run."""
+"""The ingestion log in `ops`: one row per file ingested, per schema drift found, per run.
+
+A batch's log rows are written once even when the batch is replayed after a crash. Only the
+batch a checkpoint had planned but not finished when its last run stopped can be a replay, so
+only that batch looks in the log first (by stream and batch id); every other batch just
+appends, which spares each batch a replay of the log's Delta history.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -20,12 +27,14 @@ SCHEMA_DRIFT = TableRef("ops", "schema_drift")
 INGESTION_RUNS = TableRef("ops", "ingestion_runs")
 
 FILES_SCHEMA = (
-    "run_id string, dataset string, source string, batch_id bigint, file string, bytes bigint, "
+    "run_id string, dataset string, source string, stream_id string, batch_id bigint, "
+    "file string, bytes bigint, "
     "modified_at timestamp, encoding string, rows bigint, corrupt_rows bigint, "
     "rescued_rows bigint, decode_errors bigint, status string, ingested_at timestamp"
 )
 DRIFT_SCHEMA = (
-    "run_id string, dataset string, source string, batch_id bigint, files array<string>, "
+    "run_id string, dataset string, source string, stream_id string, batch_id bigint, "
+    "files array<string>, "
     "`column` string, change string, detail string, action string, detected_at timestamp"
 )
 RUNS_SCHEMA = (
@@ -61,19 +70,24 @@ class IngestionRun:
     bronze_version_after: int | None
 
 
-def write_idempotent(
-    df: DataFrame, settings: Settings, table: TableRef, app_id: str, version: int
+def logged(
+    spark: SparkSession, settings: Settings, table: TableRef, stream: str, batch: int
+) -> bool:
+    """Whether `table` already has rows of this stream's batch."""
+    path = str(table.path(settings))
+    if not DeltaTable.isDeltaTable(spark, path):
+        return False
+    rows = spark.read.format("delta").load(path)
+    return bool(rows.where((F.col("stream_id") == stream) & (F.col("batch_id") == batch)).take(1))
+
+
+def append_batch_log(
+    df: DataFrame, settings: Settings, table: TableRef, stream: str, batch: int, replay: bool
 ) -> None:
-    """Append once per (app_id, version): Delta skips a commit it has already made for the pair,
-    so a streaming batch replayed after a crash does not append twice."""
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option(*STATS)
-        .option("txnAppId", app_id)
-        .option("txnVersion", version)
-        .save(str(table.path(settings)))
-    )
+    """Append a streaming batch's log rows; a replayed batch's only if they are not there."""
+    if replay and logged(df.sparkSession, settings, table, stream, batch):
+        return
+    df.write.format("delta").mode("append").option(*STATS).save(str(table.path(settings)))
     register(df.sparkSession, settings, table)
 
 
