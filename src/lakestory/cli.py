@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lakestory.config import ConfigError, MissingSecretError
+from lakestory.errors import ExpectationError
 
 STAGE_HELP = {
     "ingest": "land new files of a dataset in its bronze tables",
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, MissingSecretError) as exc:
         print(f"lakestory: {exc}", file=sys.stderr)
         return 2
+    except ExpectationError as exc:
+        print(f"lakestory: {exc}", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -129,7 +129,7 @@ def refine(ctx: Context) -> Outcome:
             outputs[name] = counts.__dict__
             parts.append(
                 f"{silver_table(ds, name)} {counts.silver} rows, {counts.duplicates} duplicates, "
-                f"{counts.quarantined} quarantined (of {counts.rows_in})"
+                f"{counts.quarantined} quarantined, {counts.dropped} dropped (of {counts.rows_in})"
             )
         return Outcome("refine", True, "; ".join(parts), outputs)
 

@@ -18,17 +18,17 @@ from lakestory.quality.refine import rules_for, with_declared_types, with_pseudo
 def test_split_names_every_failed_rule(spark: SparkSession) -> None:
     df = spark.createDataFrame([("a", 5), (None, 50), ("c", 500)], "id string, score int")
     rules = [not_null("id"), expression("score_small", "score < 100")]
-    valid, rejected = split(df, rules)
-    assert_df_equality(valid, spark.createDataFrame([("a", 5)], "id string, score int"))
-    reasons = {r.score: r[REASONS] for r in rejected.collect()}
+    parts = split(df, rules)
+    assert_df_equality(parts.kept, spark.createDataFrame([("a", 5)], "id string, score int"))
+    reasons = {r.score: r[REASONS] for r in parts.rejected.collect()}
     assert reasons == {50: ["not_null:id"], 500: ["score_small"]}
 
 
 def test_a_null_condition_fails_the_rule(spark: SparkSession) -> None:
     df = spark.createDataFrame([(None,)], "score int")
-    valid, rejected = split(df, [expression("score_small", "score < 100")])
-    assert valid.count() == 0
-    assert rejected.first()[REASONS] == ["score_small"]
+    parts = split(df, [expression("score_small", "score < 100")])
+    assert parts.kept.count() == 0
+    assert parts.rejected.first()[REASONS] == ["score_small"]
 
 
 def test_drop_exact_duplicates(spark: SparkSession) -> None:
@@ -82,9 +82,9 @@ def test_bronze_text_is_cast_and_checked(spark: SparkSession) -> None:
         "_decode_error string",
     )
     typed = bronze.transform(with_declared_types(SOURCE))
-    valid, rejected = split(typed, rules_for(SOURCE))
-    assert [r.id for r in valid.collect()] == ["c1"]
-    reasons = {r.id: r[REASONS] for r in rejected.collect()}
+    parts = split(typed, rules_for(SOURCE))
+    assert [r.id for r in parts.kept.collect()] == ["c1"]
+    reasons = {r.id: r[REASONS] for r in parts.rejected.collect()}
     assert reasons == {
         "c2": ["castable:age:int"],
         "c3": ["adult"],

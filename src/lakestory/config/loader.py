@@ -140,6 +140,7 @@ def load_dataset(name: str, conf_dir: Path | None = None, env: str | None = None
         raise ConfigError(f"{path}: no such dataset (known: {', '.join(known) or 'none'})")
     data, origin = _load_layers([path, *_overlays(conf_dir, f"datasets/{name}.yaml", env)])
     dataset = _validate(Dataset, data, origin)
+    dataset._origin.update(origin)
     if dataset.name != name:
         raise ConfigError(f"{path}: name: {dataset.name!r} differs from the file name {name!r}")
     return dataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 SparkType = Literal["string", "int", "bigint", "double", "float", "boolean", "date", "timestamp"]
 TokenKind = Literal["id", "email", "phone"]
@@ -59,11 +59,97 @@ class Label(Frozen):
     allowed: list[int | str]
 
 
+Action = Literal["warn", "drop", "quarantine", "fail"]
+
+
+class InSet(Frozen):
+    column: str
+    values: list[int | float | str] = Field(min_length=1)
+
+
+class Range(Frozen):
+    """`min <= column <= max`; either bound may be left out."""
+
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> Range:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        return self
+
+
+class Regex(Frozen):
+    """The whole value matches `pattern` (Java regular expression syntax)."""
+
+    column: str
+    pattern: str
+
+
+class Castable(Frozen):
+    column: str
+    type: SparkType
+
+
+class ExistsIn(Frozen):
+    """The value is a key of another table, e.g. `silver.customers_accounts`."""
+
+    column: str
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+    key: str | None = None  # the other table's column; the same name by default
+
+
+RULE_KINDS = ("expr", "not_null", "unique", "in_set", "range", "regex", "castable", "exists_in")
+
+
 class Expectation(Frozen):
-    """A row rule: `expr` is a Spark SQL boolean expression that holds for a good row."""
+    """A named row rule and what to do with a row that fails it.
+
+    Exactly one kind: `expr` (a Spark SQL boolean expression that holds for a good row), or a
+    built-in rule: `not_null`, `unique` (a column, or columns together), `in_set`, `range`,
+    `regex`, `castable`, `exists_in`. A null value passes every built-in rule but `not_null`.
+
+    `action`: `warn` counts the row and keeps it; `drop` counts it and leaves it out of silver;
+    `quarantine` routes it to the quarantine table with every rule it failed; `fail` stops the
+    run before anything is written to silver.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    expr: str
+    action: Action = "quarantine"
+    expr: str | None = None
+    not_null: str | None = None
+    unique: str | list[str] | None = None
+    in_set: InSet | None = None
+    range: Range | None = None
+    regex: Regex | None = None
+    castable: Castable | None = None
+    exists_in: ExistsIn | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Expectation:
+        given = [k for k in RULE_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(RULE_KINDS)} (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RULE_KINDS if getattr(self, k) is not None)
+
+    def columns(self) -> list[str]:
+        """The source columns a built-in rule names (an `expr` is checked by Spark instead)."""
+        if self.not_null is not None:
+            return [self.not_null]
+        if self.unique is not None:
+            return [self.unique] if isinstance(self.unique, str) else list(self.unique)
+        for spec in (self.in_set, self.range, self.regex, self.castable, self.exists_in):
+            if spec is not None:
+                return [spec.column]
+        return []
 
 
 class Personal(Frozen):
@@ -108,6 +194,16 @@ class Source(Frozen):
         unknown = sorted(named - set(self.schema_))
         if unknown:
             raise ValueError(f"columns not in schema: {', '.join(unknown)}")
+        names = [e.name for e in self.expectations]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"expectation names used twice: {', '.join(twice)}")
+        for e in self.expectations:
+            missing = [c for c in e.columns() if c not in self.schema_]
+            if missing:
+                raise ValueError(
+                    f"expectation {e.name!r}: columns not in schema: {', '.join(missing)}"
+                )
         return self
 
     def silver_columns(self) -> list[str]:
@@ -207,6 +303,15 @@ class Dataset(Frozen):
     sources: dict[str, AnySource] = Field(min_length=1)
     features: Features | None = None
     model: Model | None = None
+    # which config file set each key (filled in by the loader), for errors found later
+    _origin: dict[tuple[str, ...], Path] = PrivateAttr(default_factory=dict)
+
+    def origin(self, *keys: str) -> str:
+        """The file that set `keys` (the closest enclosing key that a file set)."""
+        for n in range(len(keys), 0, -1):
+            if keys[:n] in self._origin:
+                return str(self._origin[keys[:n]])
+        return next((str(f) for f in self._origin.values()), f"dataset {self.name!r}")
 
     def structured(self) -> dict[str, Source]:
         """The sources with rows and a declared schema (refine works on these)."""

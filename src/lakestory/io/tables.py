@@ -88,7 +88,11 @@ def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
     return _registered_version(df.sparkSession, settings, table)
 
 
-def append(df: DataFrame, settings: Settings, table: TableRef) -> int:
-    """Append the rows of `df` in one Delta commit; returns the new version."""
-    df.write.format("delta").mode("append").save(str(table.path(settings)))
+def append(df: DataFrame, settings: Settings, table: TableRef, merge_schema: bool = False) -> int:
+    """Append the rows of `df` in one Delta commit; returns the new version. With
+    `merge_schema`, columns the table lacks are added to it."""
+    writer = df.write.format("delta").mode("append")
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(str(table.path(settings)))
     return _registered_version(df.sparkSession, settings, table)

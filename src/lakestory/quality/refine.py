@@ -1,7 +1,9 @@
 """bronze -> silver + quarantine: cast, check, de-duplicate, pseudonymise; counts reconcile.
 
-Every bronze row ends in exactly one of: a silver row, a collapsed duplicate, or a quarantine
-row carrying the names of every rule it failed.
+Every bronze row ends in exactly one of: a silver row, a collapsed duplicate, a quarantine row
+carrying the names of every rule it failed, or a row dropped by a `drop` expectation. A
+`fail` expectation that any row fails stops the run before anything is written. The counts,
+with each rule's failures, go to `ops.quality_metrics`.
 
 This thin version recomputes silver from the whole bronze table and replaces it in one commit,
 which is idempotent; incremental MERGE into silver comes with the silver stage proper.
@@ -9,15 +11,17 @@ which is idempotent; incremental MERGE into silver comes with the silver stage p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config import Dataset, Settings, Source
+from lakestory.config import ConfigError, Dataset, Settings, Source
+from lakestory.errors import ExpectationError
 from lakestory.ingestion import (
     CORRUPT,
     DECODE_ERROR,
@@ -29,13 +33,15 @@ from lakestory.io import TableRef, append, overwrite, read
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
 from lakestory.quality.rules import (
+    ACTION,
     REASONS,
     Rule,
     castable,
-    expression,
+    check,
+    from_expectation,
     not_malformed,
     not_null,
-    split,
+    split_checked,
 )
 
 Transform = Callable[[DataFrame], DataFrame]
@@ -90,8 +96,68 @@ def rules_for(source: Source) -> list[Rule]:
                 (raw.isNull() | (raw == "")) | F.col(label).isin(*source.label.allowed),
             )
         )
-    rules.extend(expression(e.name, e.expr) for e in source.expectations)
+    if source.expectations:
+        spark = SparkSession.active()
+        rules.extend(from_expectation(spark, e) for e in source.expectations)
     return rules
+
+
+# the types bronze's metadata columns have, so that expectations may name them
+_METADATA_TYPES = {
+    "_source_file": "string",
+    "_file_modification_time": "timestamp",
+    "_ingested_at": "timestamp",
+    "_batch_id": "bigint",
+    "_row_hash": "string",
+    RESCUED: "string",
+    CORRUPT: "string",
+    DECODE_ERROR: "string",
+}
+
+
+def validate_expectations(spark: SparkSession, dataset: Dataset, source_name: str) -> None:
+    """Check every expectation of the source against its typed columns without reading data:
+    SQL that does not parse, names an unknown column or is not boolean; a regular expression
+    that does not compile; a table or key for `exists_in` that does not exist. The error names
+    the file and the rule."""
+    # PySpark logs every analysis error it raises, stack and all; these are answered here
+    spark_errors = logging.getLogger("SQLQueryContextLogger")
+    level = spark_errors.level
+    spark_errors.setLevel(logging.CRITICAL)
+    try:
+        _validate_expectations(spark, dataset, source_name)
+    finally:
+        spark_errors.setLevel(level)
+
+
+def _validate_expectations(spark: SparkSession, dataset: Dataset, source_name: str) -> None:
+    source = dataset.structured()[source_name]
+    columns = {**source.schema_, **_METADATA_TYPES}
+    empty = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in columns.items()))
+    for e in source.expectations:
+        where = (
+            f"{dataset.origin('sources', source_name, 'expectations')}: "
+            f"sources.{source_name}.expectations: {e.name}"
+        )
+        try:
+            if e.expr is not None:
+                dtype = empty.select(F.expr(e.expr).alias("ok")).schema["ok"].dataType
+                if dtype.simpleString() != "boolean":
+                    raise ConfigError(f"{where}: expr is {dtype.simpleString()}, not boolean")
+            elif e.regex is not None:
+                spark.range(1).select(F.lit("").rlike(e.regex.pattern)).collect()
+            elif e.exists_in is not None:
+                spec = e.exists_in
+                if not spark.catalog.tableExists(spec.table):
+                    raise ConfigError(f"{where}: exists_in: no table {spec.table}")
+                key = spec.key or spec.column
+                if key not in spark.read.table(spec.table).columns:
+                    raise ConfigError(f"{where}: exists_in: {spec.table} has no column {key}")
+        except ConfigError:
+            raise
+        except Exception as exc:  # Spark's parse and analysis errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{where}: {first}") from None
 
 
 def with_pseudonyms(source: Source, key: bytes) -> Transform:
@@ -113,10 +179,49 @@ class RefineCounts:
     silver: int
     duplicates: int
     quarantined: int
+    dropped: int = 0
+    rule_failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
-        return self.rows_in == self.silver + self.duplicates + self.quarantined
+        return self.rows_in == self.silver + self.duplicates + self.quarantined + self.dropped
+
+
+@dataclass(frozen=True)
+class _Tally:
+    rows: int
+    kept: int
+    dropped: int
+    rejected: int
+    failures: dict[str, int]
+
+
+def _tally(checked: DataFrame, rules: list[Rule]) -> _Tally:
+    """Rows in, rows per fate, and rows failing each rule: one aggregate over checked rows."""
+    action = F.col(ACTION)
+    aggs = [
+        F.count(F.lit(1)).alias("rows"),
+        F.count_if(action.isNull() | (action == "warn")).alias("kept"),
+        F.count_if(action == "drop").alias("dropped"),
+        F.count_if(action.isin("quarantine", "fail")).alias("rejected"),
+        *[
+            F.count_if(F.array_contains(F.col(REASONS), r.name)).alias(f"rule{i}")
+            for i, r in enumerate(rules)
+        ],
+    ]
+    row = checked.agg(*aggs).first()
+    assert row is not None
+    failures = {r.name: int(row[f"rule{i}"]) for i, r in enumerate(rules)}
+    return _Tally(
+        int(row["rows"]), int(row["kept"]), int(row["dropped"]), int(row["rejected"]), failures
+    )
+
+
+METRICS_SCHEMA = (
+    "run_id string, dataset string, source string, rows_in long, silver long, "
+    "duplicates long, quarantined long, dropped long, "
+    "rules array<struct<name: string, action: string, failed: long, passed: long>>"
+)
 
 
 def refine_source(
@@ -128,19 +233,35 @@ def refine_source(
     run_id: str,
 ) -> RefineCounts:
     source = dataset.structured()[source_name]
+    validate_expectations(spark, dataset, source_name)
+    rules = rules_for(source)
     bronze = read(spark, bronze_table(dataset, source_name))
-    checked = bronze.transform(with_declared_types(source)).persist(StorageLevel.MEMORY_AND_DISK)
+    checked = (
+        bronze.transform(with_declared_types(source))
+        .transform(check(rules))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     try:
-        valid, rejected = split(checked, rules_for(source))
+        tally = _tally(checked, rules)
+        fatal = [r for r in rules if r.action == "fail" and tally.failures[r.name]]
+        if fatal:
+            detail = "; ".join(
+                f"{r.name!r} failed on {tally.failures[r.name]} row(s)" for r in fatal
+            )
+            raise ExpectationError(
+                f"{bronze_table(dataset, source_name)}: expectation {detail} "
+                f"(of {tally.rows}); nothing was written to silver or quarantine"
+            )
+        parts = split_checked(checked)
         order = [c for c in [source.order_by] if c] + ["_file_modification_time", "_source_file"]
         silver = (
-            valid.transform(drop_exact_duplicates(list(source.schema_)))
+            parts.kept.transform(drop_exact_duplicates(list(source.schema_)))
             .transform(keep_latest_per_key(source.key, order))
             .transform(with_pseudonyms(source, key))
             .select(*source.silver_columns(), "_source_file", "_ingested_at")
         )
         now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
-        quarantine = rejected.select(
+        quarantine = parts.rejected.select(
             *[F.col(f"{RAW_PREFIX}{c}").alias(c) for c in source.schema_],
             *[c for c in [CORRUPT, RESCUED, DECODE_ERROR] if c in bronze.columns],
             *METADATA_COLUMNS,
@@ -150,12 +271,21 @@ def refine_source(
         )
         overwrite(silver, settings, silver_table(dataset, source_name))
         overwrite(quarantine, settings, quarantine_table(dataset, source_name))
-        rows_in = checked.count()
-        n_valid = valid.count()
     finally:
         checked.unpersist()
     n_silver = read(spark, silver_table(dataset, source_name)).count()
-    counts = RefineCounts(rows_in, n_silver, n_valid - n_silver, rows_in - n_valid)
+    counts = RefineCounts(
+        tally.rows,
+        n_silver,
+        tally.kept - n_silver,
+        tally.rejected,
+        tally.dropped,
+        tally.failures,
+    )
+    per_rule = [
+        (r.name, r.action, tally.failures[r.name], tally.rows - tally.failures[r.name])
+        for r in rules
+    ]
     metrics = spark.createDataFrame(
         [
             (
@@ -166,10 +296,11 @@ def refine_source(
                 counts.silver,
                 counts.duplicates,
                 counts.quarantined,
+                counts.dropped,
+                per_rule,
             )
         ],
-        "run_id string, dataset string, source string, rows_in long, silver long, "
-        "duplicates long, quarantined long",
+        METRICS_SCHEMA,
     ).withColumn("measured_at", now)
-    append(metrics, settings, QUALITY_METRICS)
+    append(metrics, settings, QUALITY_METRICS, merge_schema=True)  # older runs lack columns
     return counts
