@@ -128,7 +128,8 @@ def refine(ctx: Context) -> Outcome:
             counts = refine_source(ctx.spark, ctx.settings, ds, name, key, run_id)
             outputs[name] = counts.__dict__
             parts.append(
-                f"{silver_table(ds, name)} {counts.silver} rows, {counts.duplicates} duplicates, "
+                f"{silver_table(ds, name)} {counts.silver} rows upserted, "
+                f"{counts.duplicates} duplicates, "
                 f"{counts.quarantined} quarantined, {counts.dropped} dropped (of {counts.rows_in})"
             )
         return Outcome("refine", True, "; ".join(parts), outputs)

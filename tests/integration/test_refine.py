@@ -110,3 +110,35 @@ def test_a_fail_rule_stops_the_run_before_any_write(
     assert "Cy" not in message and "17" not in message  # no values in the message
     for layer in ("silver", "quarantine"):
         assert table_version(spark, TableRef(layer, "strict_people")) is None
+
+
+def test_silver_keeps_the_newest_version_and_a_rerun_changes_nothing(
+    spark: SparkSession, settings: Settings
+) -> None:
+    ds = dataset("late")
+    folder = settings.root / "landing" / "late" / "people"
+    folder.mkdir(parents=True, exist_ok=True)
+    header = LINES[0]
+    (folder / "a.csv").write_text(
+        f"{header}\n1,Ann Ames,50,NL,2024-03-01\n2,Bob Berg,41,NL,2024-01-01\n"
+    )
+    ingest_source(spark, settings, ds, "people")
+    first = refine_source(spark, settings, ds, "people", KEY, "run-1")
+    assert first.silver == 2
+
+    # a later file brings an older version of record 1 and a new record
+    (folder / "b.csv").write_text(
+        f"{header}\n1,Ann Ames,20,NL,2024-01-01\n8,Hal Hoy,33,BE,2024-01-01\n"
+    )
+    ingest_source(spark, settings, ds, "people")
+    second = refine_source(spark, settings, ds, "people", KEY, "run-2")
+    silver = spark.read.table("silver.late_people")
+    assert sorted(r.age for r in silver.collect()) == [33, 41, 50]
+    assert (second.silver, second.duplicates, second.rows_in) == (1, 3, 4)
+    assert second.reconciles
+
+    version = table_version(spark, TableRef("silver", "late_people"))
+    again = refine_source(spark, settings, ds, "people", KEY, "run-3")
+    assert again.silver == 0 and again.reconciles
+    assert sorted(r.age for r in spark.read.table("silver.late_people").collect()) == [33, 41, 50]
+    assert version is not None

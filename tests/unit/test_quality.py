@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from lakestory.config.models import Source
 from lakestory.quality import (
@@ -13,6 +14,7 @@ from lakestory.quality import (
     split,
 )
 from lakestory.quality.refine import rules_for, with_declared_types, with_pseudonyms
+from lakestory.quality.upsert import newer
 
 
 def test_split_names_every_failed_rule(spark: SparkSession) -> None:
@@ -103,3 +105,21 @@ def test_pseudonyms_leave_no_direct_identifier(spark: SparkSession) -> None:
     out = df.transform(with_pseudonyms(SOURCE, b"k" * 32))
     assert out.columns == ["age", "label", "id_token"]
     assert "c1" not in str(out.first())
+
+
+def test_newer_orders_like_latest_wins_with_null_oldest(spark: SparkSession) -> None:
+    cases = [  # (source o, source m, target o, target m, source is newer)
+        (2, 1, 1, 9, True),
+        (1, 9, 2, 1, False),
+        (1, 2, 1, 1, True),  # a tie on o goes to m
+        (1, 1, 1, 1, False),  # the same: keep the target
+        (1, 1, None, 5, True),  # a value is newer than no value
+        (None, 5, 1, 1, False),
+        (None, 2, None, 1, True),
+    ]
+    rows = spark.createDataFrame(cases, "so int, sm int, to int, tm int, expected boolean")
+    s = rows.selectExpr("so AS o", "sm AS m", "monotonically_increasing_id() AS i").alias("s")
+    t = rows.selectExpr("to AS o", "tm AS m", "expected", "monotonically_increasing_id() AS i")
+    joined = s.join(t.alias("t"), F.col("s.i") == F.col("t.i"))
+    got = joined.select(F.expr(newer(["o", "m"])).alias("newer"), "t.expected").collect()
+    assert [r.newer for r in got] == [r.expected for r in got] == [c[4] for c in cases]

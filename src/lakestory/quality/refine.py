@@ -5,8 +5,9 @@ carrying the names of every rule it failed, or a row dropped by a `drop` expecta
 `fail` expectation that any row fails stops the run before anything is written. The counts,
 with each rule's failures, go to `ops.quality_metrics`.
 
-This thin version recomputes silver from the whole bronze table and replaces it in one commit,
-which is idempotent; incremental MERGE into silver comes with the silver stage proper.
+Silver is written with MERGE on the business key (`upsert`): the latest version of each record
+replaces an older one, never the reverse, and a rerun changes nothing. Refine still reads the
+whole bronze table each run; quarantine is replaced with the run's rejected rows.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lakestory.ingestion import (
     RESCUED,
     bronze_table,
 )
-from lakestory.io import TableRef, append, overwrite, read
+from lakestory.io import TableRef, append, overwrite, read, register
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
 from lakestory.quality.rules import (
@@ -43,10 +44,13 @@ from lakestory.quality.rules import (
     not_null,
     split_checked,
 )
+from lakestory.quality.upsert import upsert_latest
 
 Transform = Callable[[DataFrame], DataFrame]
 
 RAW_PREFIX = "__raw_"
+# kept in silver: where each row came from, and what orders two versions of a record
+SILVER_METADATA = ["_source_file", "_file_modification_time", "_ingested_at"]
 QUALITY_METRICS = TableRef("ops", "quality_metrics")
 
 
@@ -258,7 +262,7 @@ def refine_source(
             parts.kept.transform(drop_exact_duplicates(list(source.schema_)))
             .transform(keep_latest_per_key(source.key, order))
             .transform(with_pseudonyms(source, key))
-            .select(*source.silver_columns(), "_source_file", "_ingested_at")
+            .select(*source.silver_columns(), *SILVER_METADATA)
         )
         now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
         quarantine = parts.rejected.select(
@@ -269,15 +273,19 @@ def refine_source(
             F.lit(run_id).alias("_run_id"),
             now.alias("_quarantined_at"),
         )
-        overwrite(silver, settings, silver_table(dataset, source_name))
+        target = silver_table(dataset, source_name)
+        silver_order = [source.silver_name(c) for c in order]
+        upserted = upsert_latest(
+            silver, str(target.path(settings)), source.silver_name(source.key), silver_order
+        )
+        register(spark, settings, target)
         overwrite(quarantine, settings, quarantine_table(dataset, source_name))
     finally:
         checked.unpersist()
-    n_silver = read(spark, silver_table(dataset, source_name)).count()
     counts = RefineCounts(
         tally.rows,
-        n_silver,
-        tally.kept - n_silver,
+        upserted,
+        tally.kept - upserted,
         tally.rejected,
         tally.dropped,
         tally.failures,
