@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", parents=[common], help="tables, model and artifacts")
     p.add_argument("dataset")
     p = sub.add_parser(
+        "quarantine", parents=[common], help="rows in quarantine by source and failed rule"
+    )
+    p.add_argument("dataset")
+    p = sub.add_parser(
         "status", parents=[common], help="latest ingestion runs and files waiting in landing"
     )
     p.add_argument("dataset", nargs="?", help="one dataset (default: every dataset in conf/)")
@@ -112,6 +116,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         names = [named] if named else dataset_names(args.conf_dir)
         print(status(spark, settings, [load_dataset(n, args.conf_dir, args.env) for n in names]))
+        return 0
+    if args.command == "quarantine":
+        from lakestory.quality.quarantine import by_reason, render
+
+        assert dataset is not None
+        print(render(dataset, by_reason(spark, dataset)))
         return 0
     if args.command == "sql":
         df = spark.sql(args.query)

@@ -29,7 +29,9 @@ def _run(args: list[str], root: Path, timeout: int = 600) -> subprocess.Complete
     )
 
 
-def test_spark_submit_job_then_sql_in_a_fresh_process(tmp_path: Path) -> None:
+def test_spark_submit_job_then_sql_in_a_fresh_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "lakehouse"
     gen = _run([str(BIN / "lakestory"), "generate", "customers", "--rows", "300"], root)
     assert gen.returncode == 0, gen.stderr
@@ -67,6 +69,16 @@ def test_spark_submit_job_then_sql_in_a_fresh_process(tmp_path: Path) -> None:
     # source, date, time, files, rows, corrupt, rescued, drift, MB, s, waiting, ->, table
     assert fields[4] == str(expected) and fields[10] == "1", status.stdout
     assert fields[-1] == "bronze.customers_accounts"
+
+    monkeypatch.setenv("LAKESTORY_TOKEN_KEY", "cli-test-key-0123456789abcdef0123")
+    refine = _run([str(BIN / "lakestory"), "refine", "customers"], root)
+    assert refine.returncode == 0, refine.stderr[-3000:]
+    quarantine = _run([str(BIN / "lakestory"), "quarantine", "customers"], root)
+    assert quarantine.returncode == 0, quarantine.stderr[-3000:]
+    assert "accounts: " in quarantine.stdout and "rows in quarantine.customers_accounts" in (
+        quarantine.stdout
+    )
+    assert "malformed_record" in quarantine.stdout, quarantine.stdout
 
 
 def test_config_errors_name_the_dataset_and_exit_2(tmp_path: Path) -> None:

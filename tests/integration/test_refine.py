@@ -13,6 +13,7 @@ from lakestory.config import Dataset, Settings
 from lakestory.errors import ExpectationError
 from lakestory.ingestion import ingest_source
 from lakestory.io import TableRef, table_version
+from lakestory.quality.quarantine import by_reason, render
 from lakestory.quality.refine import QUALITY_METRICS, refine_source
 
 pytestmark = pytest.mark.slow
@@ -86,6 +87,15 @@ def test_every_row_is_accounted_for_with_each_rules_counts(
         ("castable:age:int", "known_country"),
         ("plausible_age",),
     ]
+
+    summary = by_reason(spark, ds)
+    assert summary["people"][0] == 2
+    assert {(c.reason, c.rows, c.files) for c in summary["people"][1]} == {
+        ("castable:age:int", 1, 1),
+        ("known_country", 1, 1),
+        ("plausible_age", 1, 1),
+    }
+    assert "plausible_age" in render(ds, summary)
 
     m = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "dirty").first()
     assert m is not None

@@ -33,6 +33,7 @@ from lakestory.ingestion import (
 from lakestory.io import TableRef, append, overwrite, read, register
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
+from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
     ACTION,
     REASONS,
@@ -56,10 +57,6 @@ QUALITY_METRICS = TableRef("ops", "quality_metrics")
 
 def silver_table(dataset: Dataset, source_name: str) -> TableRef:
     return TableRef("silver", f"{dataset.name}_{source_name}")
-
-
-def quarantine_table(dataset: Dataset, source_name: str) -> TableRef:
-    return TableRef("quarantine", f"{dataset.name}_{source_name}")
 
 
 def with_declared_types(source: Source) -> Transform:
