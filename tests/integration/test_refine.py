@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
+from lakestory.config.models import Outlier
 from lakestory.errors import ExpectationError
 from lakestory.ingestion import ingest_source
 from lakestory.io import TableRef, table_version
@@ -152,3 +153,30 @@ def test_silver_keeps_the_newest_version_and_a_rerun_changes_nothing(
     assert again.silver == 0 and again.reconciles
     assert sorted(r.age for r in spark.read.table("silver.late_people").collect()) == [33, 41, 50]
     assert version is not None
+
+
+def test_outliers_are_fenced_quarantined_and_recorded(
+    spark: SparkSession, settings: Settings
+) -> None:
+    ds = dataset("spiky")
+    source = ds.sources["people"].model_copy(
+        update={"outliers": {"age": Outlier(method="iqr", action="quarantine")}}
+    )
+    ds = ds.model_copy(update={"sources": {"people": source}})
+    folder = settings.root / "landing" / "spiky" / "people"
+    folder.mkdir(parents=True, exist_ok=True)
+    ages = [30, 31, 32, 33, 34, 35, 36, 119]  # 119 passes plausible_age, not the fences
+    body = "".join(f"{i},P{i},{age},NL,2024-01-01\n" for i, age in enumerate(ages))
+    (folder / "a.csv").write_text(f"{LINES[0]}\n{body}")
+    ingest_source(spark, settings, ds, "people")
+    counts = refine_source(spark, settings, ds, "people", KEY, "run-1")
+
+    assert (counts.rows_in, counts.silver, counts.quarantined) == (8, 7, 1) and counts.reconciles
+    (row,) = spark.read.table("quarantine.spiky_people").collect()
+    assert (row.age, list(row._reasons)) == ("119", ["outlier:age"])
+    m = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "spiky").first()
+    assert m is not None
+    (fence,) = m.outliers
+    assert (fence.column, fence.method, fence.action, fence.rows) == ("age", "iqr", "quarantine", 1)
+    assert fence.low < 30 and 36 < fence.high < 119
+    assert {r.name: r.failed for r in m.rules}["outlier:age"] == 1

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config.models import Source
+from lakestory.config.models import Outlier, Source
 from lakestory.quality import (
     REASONS,
     drop_exact_duplicates,
@@ -13,6 +14,7 @@ from lakestory.quality import (
     not_null,
     split,
 )
+from lakestory.quality.outliers import OUTLIERS, fences, flag_and_clip, quarantine_rules
 from lakestory.quality.refine import rules_for, with_declared_types, with_pseudonyms
 from lakestory.quality.upsert import newer
 
@@ -123,3 +125,26 @@ def test_newer_orders_like_latest_wins_with_null_oldest(spark: SparkSession) -> 
     joined = s.join(t.alias("t"), F.col("s.i") == F.col("t.i"))
     got = joined.select(F.expr(newer(["o", "m"])).alias("newer"), "t.expected").collect()
     assert [r.newer for r in got] == [r.expected for r in got] == [c[4] for c in cases]
+
+
+def test_outlier_fences_from_quartiles_and_median_absolute_deviation(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(v, v) for v in [1, 2, 3, 4, 5, 100]], "a int, b int")
+    spec = {"a": Outlier(method="iqr"), "b": Outlier(method="mad", action="clip")}
+    iqr, mad = fences(df, spec)
+    assert (iqr.low, iqr.high) == (2 - 1.5 * 3, 5 + 1.5 * 3)  # Q1 2, Q3 5
+    spread = 3.5 * 1 / 0.6745  # median 3, MAD 1
+    assert mad.low == pytest.approx(3 - spread) and mad.high == pytest.approx(3 + spread)
+
+    out = df.withColumns(dict(flag_and_clip([iqr, mad], {"a": "int", "b": "int"})))
+    # a is only flagged in OUTLIERS: only a is a flag column; b is clipped to the integers within
+    rows = sorted((r.a, r.b, r[OUTLIERS]) for r in out.collect())
+    assert rows[-1] == (100, 8, ["a"])
+    assert rows[0] == (1, 1, [])
+
+
+def test_a_column_without_spread_gets_no_fences(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(5,), (5,), (5,), (9,)], "a int")
+    (fence,) = fences(df, {"a": Outlier(action="quarantine")})
+    assert fence.low is None and fence.high is None  # MAD 0: every 9 would be "infinitely" far
+    (rule,) = quarantine_rules([fence])
+    assert df.where(~rule.condition).count() == 0

@@ -152,6 +152,29 @@ class Expectation(Frozen):
         return []
 
 
+class Outlier(Frozen):
+    """How to find and treat outliers of one numeric column.
+
+    `mad`: robust z-score, |x - median| / (MAD / 0.6745) > threshold (default 3.5).
+    `iqr`: outside [Q1 - threshold * IQR, Q3 + threshold * IQR] (default 1.5).
+    `action`: `flag` names the column in silver's `_outliers`; `quarantine` routes the row to
+    quarantine (reason `outlier:<column>`); `clip` replaces the value with the fence it crossed.
+    """
+
+    method: Literal["mad", "iqr"] = "mad"
+    threshold: float | None = Field(default=None, gt=0)
+    action: Literal["flag", "quarantine", "clip"] = "flag"
+
+    @property
+    def k(self) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return 3.5 if self.method == "mad" else 1.5
+
+
+NUMERIC_TYPES = {"int", "bigint", "double", "float"}
+
+
 class Personal(Frozen):
     tokenize: dict[str, TokenKind] = Field(default_factory=dict)
     drop: list[str] = Field(default_factory=list)
@@ -180,6 +203,7 @@ class Source(Frozen):
     required: list[str] = Field(default_factory=list)
     label: Label | None = None
     expectations: list[Expectation] = Field(default_factory=list)
+    outliers: dict[str, Outlier] = Field(default_factory=dict)
     personal: Personal = Personal()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -194,6 +218,9 @@ class Source(Frozen):
         unknown = sorted(named - set(self.schema_))
         if unknown:
             raise ValueError(f"columns not in schema: {', '.join(unknown)}")
+        for column in self.outliers:
+            if self.schema_.get(column) not in NUMERIC_TYPES:
+                raise ValueError(f"outliers: {column!r} is not a numeric column of the schema")
         names = [e.name for e in self.expectations]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:

@@ -33,6 +33,7 @@ from lakestory.ingestion import (
 from lakestory.io import TableRef, append, overwrite, read, register
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
+from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
     ACTION,
@@ -43,6 +44,7 @@ from lakestory.quality.rules import (
     from_expectation,
     not_malformed,
     not_null,
+    split,
     split_checked,
 )
 from lakestory.quality.upsert import upsert_latest
@@ -221,8 +223,29 @@ def _tally(checked: DataFrame, rules: list[Rule]) -> _Tally:
 METRICS_SCHEMA = (
     "run_id string, dataset string, source string, rows_in long, silver long, "
     "duplicates long, quarantined long, dropped long, "
-    "rules array<struct<name: string, action: string, failed: long, passed: long>>"
+    "rules array<struct<name: string, action: string, failed: long, passed: long>>, "
+    "outliers array<struct<column: string, method: string, threshold: double, action: string, "
+    "low: double, high: double, rows: long>>"
 )
+
+
+def _outlier_counts(kept: DataFrame, found: list[Fence]) -> dict[str, int]:
+    """Rows outside each column's fences, per outlier rule, and rows quarantined for any."""
+    if not found:
+        return {"_quarantined": 0}
+    rules = quarantine_rules(found)
+    aggs = [F.count_if(f.outside()).alias(f"c{i}") for i, f in enumerate(found)]
+    aggs += [F.count_if(~r.condition).alias(f"r{i}") for i, r in enumerate(rules)]
+    any_rule = F.lit(False)
+    for r in rules:
+        any_rule = any_rule | ~r.condition
+    aggs.append(F.count_if(any_rule).alias("quarantined"))
+    row = kept.agg(*aggs).first()
+    assert row is not None
+    out = {f.column: int(row[f"c{i}"]) for i, f in enumerate(found)}
+    out.update({r.name: int(row[f"r{i}"]) for i, r in enumerate(rules)})
+    out["_quarantined"] = int(row["quarantined"])
+    return out
 
 
 def refine_source(
@@ -254,15 +277,22 @@ def refine_source(
                 f"(of {tally.rows}); nothing was written to silver or quarantine"
             )
         parts = split_checked(checked)
+        found = fences(parts.kept, dict(source.outliers))
+        outlier_rules = quarantine_rules(found)
+        by_outlier = split(parts.kept, outlier_rules)
+        kept = by_outlier.kept.withColumns(dict(flag_and_clip(found, dict(source.schema_))))
+        outlier_counts = _outlier_counts(parts.kept, found)
         order = [c for c in [source.order_by] if c] + ["_file_modification_time", "_source_file"]
+        extra = [OUTLIERS] if OUTLIERS in kept.columns else []
         silver = (
-            parts.kept.transform(drop_exact_duplicates(list(source.schema_)))
+            kept.transform(drop_exact_duplicates(list(source.schema_)))
             .transform(keep_latest_per_key(source.key, order))
             .transform(with_pseudonyms(source, key))
-            .select(*source.silver_columns(), *SILVER_METADATA)
+            .select(*source.silver_columns(), *extra, *SILVER_METADATA)
         )
         now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
-        quarantine = parts.rejected.select(
+        rejected = parts.rejected.unionByName(by_outlier.rejected)
+        quarantine = rejected.select(
             *[F.col(f"{RAW_PREFIX}{c}").alias(c) for c in source.schema_],
             *[c for c in [CORRUPT, RESCUED, DECODE_ERROR] if c in bronze.columns],
             *METADATA_COLUMNS,
@@ -279,17 +309,23 @@ def refine_source(
         overwrite(quarantine, settings, quarantine_table(dataset, source_name))
     finally:
         checked.unpersist()
+    outlier_rejected = outlier_counts["_quarantined"]
+    failures = {**tally.failures, **{r.name: outlier_counts[r.name] for r in outlier_rules}}
     counts = RefineCounts(
         tally.rows,
         upserted,
-        tally.kept - upserted,
-        tally.rejected,
+        tally.kept - outlier_rejected - upserted,
+        tally.rejected + outlier_rejected,
         tally.dropped,
-        tally.failures,
+        failures,
     )
     per_rule = [
-        (r.name, r.action, tally.failures[r.name], tally.rows - tally.failures[r.name])
-        for r in rules
+        (r.name, r.action, failures[r.name], tally.rows - failures[r.name])
+        for r in [*rules, *outlier_rules]
+    ]
+    per_column = [
+        (f.column, f.method, f.threshold, f.action, f.low, f.high, outlier_counts[f.column])
+        for f in found
     ]
     metrics = spark.createDataFrame(
         [
@@ -303,6 +339,7 @@ def refine_source(
                 counts.quarantined,
                 counts.dropped,
                 per_rule,
+                per_column,
             )
         ],
         METRICS_SCHEMA,
