@@ -93,5 +93,10 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
         torch.save(model.state_dict(), buffer)
         result.update(state_dict=buffer.getvalue(), metrics=metrics, history=history)
     if distributed:
+        # TorchDistributor's local mode has every process write its return value to the same
+        # file, so the last one to finish wins: every rank returns rank 0's result.
+        box: list[Any] = [result if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        result = box[0]
         dist.destroy_process_group()
     return result
