@@ -10,7 +10,7 @@ warehouse, then, in one Spark session and alternating the two sides --repeat tim
 
 The best time of each side is taken; their ratio is the figure (target <= 1.5). Each run
 also pays a few seconds whatever its size, so the ratio falls as the drop grows: measured on
-2 cores, 1.68 at 1M rows and 1.44 at 4M (`--rows 4000000 --files 8`).
+2 cores, 1.68 at 1M rows and 1.44 and 1.56 in two runs at 4M (`--rows 4000000 --files 8`).
 
 With --breakdown it also writes, in the same loop, bronze's frame alone with bronze's table
 options (`bronze_frame`), so the ingest time splits into a part that grows with the rows
