@@ -46,14 +46,10 @@ def by_reason(spark: SparkSession, dataset: Dataset) -> dict[str, tuple[int, lis
 
 
 def render(dataset: Dataset, summary: dict[str, tuple[int, list[ReasonCount]]]) -> str:
-    lines = [dataset.name]
     if not summary:
         return f"{dataset.name}: nothing quarantined yet (run `lakestory refine {dataset.name}`)"
-    width = (
-        max(len(c.reason) for _, counts in summary.values() for c in counts)
-        if any(counts for _, counts in summary.values())
-        else 6
-    )
+    width = max([len("reason")] + [len(c.reason) for _, cs in summary.values() for c in cs])
+    lines = [dataset.name]
     for source, (total, counts) in summary.items():
         lines.append(f"  {source}: {total} rows in {quarantine_table(dataset, source)}")
         lines.append(f"    {'reason':<{width}}  {'rows':>8}  {'files':>6}")

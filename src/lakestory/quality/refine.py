@@ -44,7 +44,6 @@ from lakestory.quality.rules import (
     from_expectation,
     not_malformed,
     not_null,
-    split,
     split_checked,
 )
 from lakestory.quality.upsert import upsert_latest
@@ -229,23 +228,13 @@ METRICS_SCHEMA = (
 )
 
 
-def _outlier_counts(kept: DataFrame, found: list[Fence]) -> dict[str, int]:
-    """Rows outside each column's fences, per outlier rule, and rows quarantined for any."""
+def _outside_counts(kept: DataFrame, found: list[Fence]) -> dict[str, int]:
+    """Rows outside each column's fences, in one aggregate."""
     if not found:
-        return {"_quarantined": 0}
-    rules = quarantine_rules(found)
-    aggs = [F.count_if(f.outside()).alias(f"c{i}") for i, f in enumerate(found)]
-    aggs += [F.count_if(~r.condition).alias(f"r{i}") for i, r in enumerate(rules)]
-    any_rule = F.lit(False)
-    for r in rules:
-        any_rule = any_rule | ~r.condition
-    aggs.append(F.count_if(any_rule).alias("quarantined"))
-    row = kept.agg(*aggs).first()
+        return {}
+    row = kept.agg(*[F.count_if(f.outside()).alias(f"c{i}") for i, f in enumerate(found)]).first()
     assert row is not None
-    out = {f.column: int(row[f"c{i}"]) for i, f in enumerate(found)}
-    out.update({r.name: int(row[f"r{i}"]) for i, r in enumerate(rules)})
-    out["_quarantined"] = int(row["quarantined"])
-    return out
+    return {f.column: int(row[f"c{i}"]) for i, f in enumerate(found)}
 
 
 def refine_source(
@@ -279,9 +268,11 @@ def refine_source(
         parts = split_checked(checked)
         found = fences(parts.kept, dict(source.outliers))
         outlier_rules = quarantine_rules(found)
-        by_outlier = split(parts.kept, outlier_rules)
+        outlier_checked = parts.kept.transform(check(outlier_rules))
+        by_outlier = split_checked(outlier_checked)
+        outlier_tally = _tally(outlier_checked, outlier_rules) if outlier_rules else None
         kept = by_outlier.kept.withColumns(dict(flag_and_clip(found, dict(source.schema_))))
-        outlier_counts = _outlier_counts(parts.kept, found)
+        outside = _outside_counts(parts.kept, found)
         order = [c for c in [source.order_by] if c] + ["_file_modification_time", "_source_file"]
         extra = [OUTLIERS] if OUTLIERS in kept.columns else []
         silver = (
@@ -309,8 +300,8 @@ def refine_source(
         overwrite(quarantine, settings, quarantine_table(dataset, source_name))
     finally:
         checked.unpersist()
-    outlier_rejected = outlier_counts["_quarantined"]
-    failures = {**tally.failures, **{r.name: outlier_counts[r.name] for r in outlier_rules}}
+    outlier_rejected = outlier_tally.rejected if outlier_tally else 0
+    failures = {**tally.failures, **(outlier_tally.failures if outlier_tally else {})}
     counts = RefineCounts(
         tally.rows,
         upserted,
@@ -324,8 +315,7 @@ def refine_source(
         for r in [*rules, *outlier_rules]
     ]
     per_column = [
-        (f.column, f.method, f.threshold, f.action, f.low, f.high, outlier_counts[f.column])
-        for f in found
+        (f.column, f.method, f.threshold, f.action, f.low, f.high, outside[f.column]) for f in found
     ]
     metrics = spark.createDataFrame(
         [

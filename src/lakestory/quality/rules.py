@@ -197,16 +197,3 @@ def split_checked(checked: DataFrame) -> Split:
 def split(df: DataFrame, rules: list[Rule]) -> Split:
     """`check` then `split_checked`."""
     return split_checked(df.transform(check(rules)))
-
-
-def failure_counts(checked: DataFrame, rules: list[Rule]) -> dict[str, int]:
-    """Rows failing each rule, in one aggregate over a frame that went through `check`."""
-    if not rules:
-        return {}
-    counts = [
-        F.sum(F.array_contains(F.col(REASONS), r.name).cast("long")).alias(f"r{i}")
-        for i, r in enumerate(rules)
-    ]
-    row = checked.agg(*counts).first()
-    assert row is not None
-    return {r.name: int(row[f"r{i}"] or 0) for i, r in enumerate(rules)}
