@@ -20,9 +20,11 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -38,8 +40,9 @@ from lakestory.ingestion.structured import (
     Drift,
     StructuredBatch,
     read_structured,
+    sampled_type_changes,
 )
-from lakestory.io import TableRef, checkpoint_path, ensure_layers, register, table_version
+from lakestory.io import TableRef, checkpoint_path, ensure_layers, log_version, register
 
 log = logging.getLogger("lakestory.ingest")
 
@@ -50,11 +53,15 @@ METADATA_COLUMNS = [
     "_batch_id",
     "_row_hash",
 ]
-# Bronze keeps data-skipping statistics on its metadata only. Its readers select by batch, file
-# or ingestion time; min/max of raw text columns would skip nothing, would cost about a third of
+# Bronze keeps data-skipping statistics on its batch id and ingestion time only: its readers
+# select by those. Min/max of raw text columns would skip nothing, would cost about a third of
 # a plain write, and would copy raw values (names, e-mail addresses) into the transaction log,
-# where erasure cannot reach them.
-STATS_COLUMNS = ["_source_file", "_file_modification_time", "_ingested_at", "_batch_id"]
+# where erasure cannot reach them. `_source_file` is left out too: string statistics keep a
+# 32-character prefix, which every path under one landing folder shares.
+STATS_COLUMNS = ["_ingested_at", "_batch_id"]
+# a batch's bronze commit is read back whole to find the files it added; one larger than this
+# (tens of thousands of files) is counted from the table instead
+COMMIT_READ_LIMIT = 16 << 20
 DISCOVERY_SCHEMA = "path string, modificationTime timestamp, length bigint, content binary"
 
 
@@ -152,36 +159,82 @@ class _Ingestion:
             return
         paths = [f.path for f in landed]
         source = self.source
-        if isinstance(source, BinarySource):
-            from lakestory.ingestion.binary import read_binary
+        # Driver-side work that does not need the bronze write waits on it in a second thread,
+        # so that its round trips overlap the write instead of following it.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakestory-ingest") as aside:
+            type_check = None
+            if isinstance(source, BinarySource):
+                from lakestory.ingestion.binary import read_binary
 
-            frame = read_binary(self.spark, source, landed).withColumn("_row_hash", F.col("sha256"))
-            batch = StructuredBatch(frame, encodings={p: "binary" for p in paths})
-        else:
-            batch = read_structured(self.spark, source, paths, self.bronze_columns())
-        if batch.frame is not None:
-            out = batch.frame.withColumns(
-                {"_ingested_at": F.current_timestamp(), "_batch_id": F.lit(batch_id).cast("bigint")}
-            )
-            ordered = [c for c in out.columns if c not in METADATA_COLUMNS] + METADATA_COLUMNS
-            writer = (
-                out.select(*ordered)
-                .write.format("delta")
-                .mode("append")
-                .option("txnAppId", self.app_id())
-                .option("txnVersion", batch_id)
-                .option("delta.dataSkippingStatsColumns", ",".join(STATS_COLUMNS))
-            )
-            if batch.added_columns:
-                writer = writer.option("mergeSchema", "true")
-            writer.save(self.path)
-        stats = self._file_stats(batch_id) if batch.frame is not None else {}
+                frame = read_binary(self.spark, source, landed)
+                batch = StructuredBatch(
+                    frame.withColumn("_row_hash", F.col("sha256")),
+                    encodings={p: "binary" for p in paths},
+                )
+            else:
+                batch = read_structured(
+                    self.spark, source, paths, self.bronze_columns(), type_check=False
+                )
+                type_check = aside.submit(
+                    sampled_type_changes, self.spark, source.schema_, batch.samples
+                )
+            stats: dict[str, dict[str, Any]] = {}
+            if batch.frame is not None:
+                self._write(batch, batch_id)
+                registered = aside.submit(register, self.spark, self.settings, self.table)
+                stats = self._file_stats(batch_id)
+                registered.result()
+            if type_check is not None:
+                batch.drift += type_check.result()
         self._log_batch(batch_id, landed, batch, stats, batch.drift)
+
+    def _write(self, batch: StructuredBatch, batch_id: int) -> None:
+        """Append the batch to bronze, once: Delta skips a (query, batch) it has committed."""
+        assert batch.frame is not None
+        out = batch.frame.withColumns(
+            {"_ingested_at": F.current_timestamp(), "_batch_id": F.lit(batch_id).cast("bigint")}
+        )
+        ordered = [c for c in out.columns if c not in METADATA_COLUMNS] + METADATA_COLUMNS
+        writer = (
+            out.select(*ordered)
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", self.app_id())
+            .option("txnVersion", batch_id)
+            .option("delta.dataSkippingStatsColumns", ",".join(STATS_COLUMNS))
+        )
+        if batch.added_columns:
+            writer = writer.option("mergeSchema", "true")
+        writer.save(self.path)
+
+    def _committed_files(self, batch_id: int) -> list[str] | None:
+        """The data files that this batch's bronze commit added, read from the commit itself;
+        None if the latest commit is not this batch's (another writer committed since, or
+        Delta skipped a replayed batch it had already committed)."""
+        version = log_version(self.spark, self.path)
+        if version is None:
+            return None
+        commit = f"{self.path}/_delta_log/{version:020d}.json"
+        text = read_text(self.spark, commit, limit=COMMIT_READ_LIMIT)
+        if text is None or len(text.encode("utf-8")) >= COMMIT_READ_LIMIT:
+            return None
+        actions = [json.loads(line) for line in text.splitlines() if line.strip()]
+        txn = next((a["txn"] for a in actions if "txn" in a), None)
+        if txn is None or txn.get("appId") != self.app_id() or txn.get("version") != batch_id:
+            return None
+        adds = [unquote(a["add"]["path"]) for a in actions if "add" in a]
+        return [a if "://" in a or a.startswith("file:") else f"{self.path}/{a}" for a in adds]
 
     def _file_stats(self, batch_id: int) -> dict[str, dict[str, Any]]:
         """Per-file counts of the batch just written, read back from bronze (a scan of a few
-        mostly-null columns)."""
-        rows = self.spark.read.format("delta").load(self.path).where(F.col("_batch_id") == batch_id)
+        mostly-null columns): from the data files its commit added, which spares loading the
+        table's state, or else from the table filtered by batch."""
+        files = self._committed_files(batch_id)
+        if files is not None:
+            rows = self.spark.read.parquet(*files)
+        else:
+            table = self.spark.read.format("delta").load(self.path)
+            rows = table.where(F.col("_batch_id") == batch_id)
         if isinstance(self.source, BinarySource):
             flags = [_count_if(F.col("error").isNotNull()).alias("corrupt_rows")]
         else:
@@ -333,7 +386,8 @@ def ingest_source(
         run_id or uuid.uuid4().hex,
         pending_batch=_pending_batch(spark, str(checkpoint_path(settings, table))),
     )
-    before = table_version(spark, table)
+    path = str(table.path(settings))
+    before = log_version(spark, path)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     seen = list_files(spark, landing_path(settings, source), source.glob)
     query = (
@@ -348,7 +402,7 @@ def ingest_source(
     state.record_empty_files(seen)
     if (table.path(settings) / "_delta_log").is_dir():
         register(spark, settings, table)
-    after = table_version(spark, table)
+    after = log_version(spark, path)
     t = state.totals
     run = None
     if t.files_new:

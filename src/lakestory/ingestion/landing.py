@@ -5,6 +5,7 @@ HDFS or an object store: list files, and read the first bytes of one (CSV header
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,29 @@ def _hidden_parent(path: str, folder: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/")[:-1] if part)
 
 
+def _local(path: str) -> str | None:
+    """The local filesystem path of a `file:` URI (as Hadoop writes them), else None."""
+    if path.startswith("file:"):
+        return "/" + path[len("file:") :].lstrip("/")
+    return None
+
+
+def _qualified(spark: SparkSession, path: str) -> str:
+    """`path` with its filesystem's scheme: a bare path means the default filesystem, which on
+    a cluster need not be the local one."""
+    if ":" in path.split("/", 1)[0]:
+        return path
+    fs, hpath = _fs(spark, path)
+    return str(fs.makeQualified(hpath).toString())
+
+
 def head(spark: SparkSession, path: str, n: int = SNIFF_BYTES) -> bytes:
-    """The first `n` bytes of a file (fewer if it is shorter)."""
+    """The first `n` bytes of a file (fewer if it is shorter). A local file is read directly,
+    which spares a round trip through the JVM (about 50 ms a file)."""
+    local = _local(_qualified(spark, path))
+    if local is not None:
+        with open(local, "rb") as f:
+            return f.read(n)
     fs, hpath = _fs(spark, path)
     stream = fs.open(hpath)
     try:
@@ -64,9 +86,14 @@ def head(spark: SparkSession, path: str, n: int = SNIFF_BYTES) -> bytes:
         stream.close()
 
 
-def read_text(spark: SparkSession, path: str) -> str | None:
-    """A small text file's content, or None if it does not exist."""
-    fs, hpath = _fs(spark, path)
-    if not fs.exists(hpath):
-        return None
-    return head(spark, path, 1 << 20).decode("utf-8")
+def read_text(spark: SparkSession, path: str, limit: int = 1 << 20) -> str | None:
+    """A small text file's content (its first `limit` bytes), or None if it does not exist."""
+    local = _local(_qualified(spark, path))
+    if local is not None:
+        if not os.path.isfile(local):
+            return None
+    else:
+        fs, hpath = _fs(spark, path)
+        if not fs.exists(hpath):
+            return None
+    return head(spark, path, limit).decode("utf-8")

@@ -39,13 +39,27 @@ def checkpoint_path(settings: Settings, table: TableRef) -> Path:
     return settings.root / "_checkpoints" / table.layer / table.name
 
 
+# What this process has already found or made in each session's metastore (layer databases,
+# registered tables), so that a run's every write does not ask the metastore again (~50 ms a
+# question). lakestory never drops a database or unregisters a table.
+_known: dict[str, set[str]] = {}
+
+
+def _known_in(spark: SparkSession) -> set[str]:
+    return _known.setdefault(spark.sparkContext.applicationId, set())
+
+
 def ensure_layers(spark: SparkSession, settings: Settings) -> None:
     """Create the layer databases (bronze, silver, ...) at their places under the root."""
+    known = _known_in(spark)
+    if f"layers:{settings.root}" in known:
+        return
     existing = {db.name for db in spark.catalog.listDatabases()}
     for layer in LAYERS:
         if layer not in existing:
             location = settings.root / layer
             spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer} LOCATION '{location}'")
+    known.add(f"layers:{settings.root}")
 
 
 def exists(spark: SparkSession, table: TableRef) -> bool:
@@ -54,11 +68,32 @@ def exists(spark: SparkSession, table: TableRef) -> bool:
 
 def register(spark: SparkSession, settings: Settings, table: TableRef) -> None:
     """Register the Delta table at the table's path in the metastore, if it is not yet."""
+    known = _known_in(spark)
+    if f"table:{table.qualified}" in known:
+        return
     if not exists(spark, table):
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {table.qualified} USING DELTA "
             f"LOCATION '{table.path(settings)}'"
         )
+    known.add(f"table:{table.qualified}")
+
+
+def log_version(spark: SparkSession, path: str) -> int | None:
+    """The latest version of the Delta table at `path`, from its log's file names (as Delta
+    itself finds it, without loading the table's state); None if there is no table there."""
+    jvm = spark._jvm
+    assert jvm is not None
+    log = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    fs = log.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(log):
+        return None
+    versions = [
+        int(name[: -len(".json")])
+        for status in fs.listStatus(log)
+        if (name := status.getPath().getName()).endswith(".json") and name[:-5].isdigit()
+    ]
+    return max(versions, default=None)
 
 
 def read(spark: SparkSession, table: TableRef) -> DataFrame:
