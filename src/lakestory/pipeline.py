@@ -129,7 +129,8 @@ def refine(ctx: Context) -> Outcome:
             outputs[name] = counts.__dict__
             parts.append(
                 f"{silver_table(ds, name)} {counts.silver} rows upserted, "
-                f"{counts.duplicates} duplicates, "
+                f"{counts.exact_duplicates} exact and {counts.key_duplicates} key duplicates, "
+                f"{counts.unchanged} unchanged, "
                 f"{counts.quarantined} quarantined, {counts.dropped} dropped (of {counts.rows_in})"
             )
         return Outcome("refine", True, "; ".join(parts), outputs)

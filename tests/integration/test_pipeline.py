@@ -46,7 +46,7 @@ def test_every_stage_ran(first_run: dict[str, Outcome]) -> None:
 
 @pytest.mark.parametrize("source", ["accounts", "transactions"])
 def test_every_bronze_row_is_accounted_for(
-    spark: SparkSession, first_run: dict[str, Outcome], source: str
+    spark: SparkSession, first_run: dict[str, Outcome], landing: GeneratedLanding, source: str
 ) -> None:
     bronze = _count(spark, f"bronze.customers_{source}")
     silver = _count(spark, f"silver.customers_{source}")
@@ -55,7 +55,12 @@ def test_every_bronze_row_is_accounted_for(
     assert metrics is not None
     assert bronze == silver + metrics.duplicates + quarantined
     assert (metrics.rows_in, metrics.silver, metrics.quarantined) == (bronze, silver, quarantined)
+    assert metrics.duplicates == metrics.exact_duplicates + metrics.key_duplicates
+    assert metrics.unchanged == 0  # a first refine
     assert metrics.duplicates > 0 and quarantined > 0
+    if source == "accounts":  # the generator's copies and newer versions are otherwise clean
+        assert metrics.exact_duplicates == landing.dirt["exact_duplicates"]
+        assert metrics.key_duplicates == landing.dirt["key_duplicates"]
 
 
 def test_bronze_keeps_every_landed_line(

@@ -78,6 +78,7 @@ def test_every_row_is_accounted_for_with_each_rules_counts(
     counts = refine_source(spark, settings, ds, "people", KEY, "run-1")
 
     assert (counts.rows_in, counts.silver, counts.duplicates) == (9, 3, 2)
+    assert (counts.exact_duplicates, counts.key_duplicates, counts.unchanged) == (1, 1, 0)
     assert (counts.quarantined, counts.dropped) == (2, 2)
     assert counts.reconciles
     silver = spark.read.table("silver.dirty_people")
@@ -100,7 +101,8 @@ def test_every_row_is_accounted_for_with_each_rules_counts(
 
     m = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "dirty").first()
     assert m is not None
-    assert m.rows_in == m.silver + m.duplicates + m.quarantined + m.dropped
+    assert m.rows_in == m.silver + m.duplicates + m.unchanged + m.quarantined + m.dropped
+    assert (m.exact_duplicates, m.key_duplicates) == (1, 1)
     rules = {r.name: (r.action, r.failed, r.passed) for r in m.rules}
     assert rules["adult"] == ("warn", 1, 8)
     assert rules["known_country"] == ("drop", 3, 6)
@@ -145,7 +147,9 @@ def test_silver_keeps_the_newest_version_and_a_rerun_changes_nothing(
     second = refine_source(spark, settings, ds, "people", KEY, "run-2")
     silver = spark.read.table("silver.late_people")
     assert sorted(r.age for r in silver.collect()) == [33, 41, 50]
-    assert (second.silver, second.duplicates, second.rows_in) == (1, 3, 4)
+    # bronze now holds both files: record 1 twice (the older version collapses), records 2
+    # and 1 are already in silver as they are, record 8 is new
+    assert (second.rows_in, second.silver, second.key_duplicates, second.unchanged) == (4, 1, 1, 2)
     assert second.reconciles
 
     version = table_version(spark, TableRef("silver", "late_people"))

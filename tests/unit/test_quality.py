@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from lakestory.config.models import Outlier, Source
 from lakestory.quality import (
     REASONS,
-    drop_exact_duplicates,
+    count_duplicates,
     expression,
     keep_latest_per_key,
     not_null,
@@ -35,13 +35,30 @@ def test_a_null_condition_fails_the_rule(spark: SparkSession) -> None:
     assert parts.rejected.first()[REASONS] == ["score_small"]
 
 
-def test_drop_exact_duplicates(spark: SparkSession) -> None:
+def test_exact_and_key_duplicates_are_counted_apart(spark: SparkSession) -> None:
     df = spark.createDataFrame(
-        [("a", 1, "f1"), ("a", 1, "f2"), ("a", 2, "f1")], "id string, v int, _source_file string"
+        [
+            ("a", 1, "h1"),
+            ("a", 1, "h1"),  # exact copy
+            ("a", 1, "h1"),  # exact copy
+            ("a", 2, "h2"),  # another version of a
+            ("b", 3, "h3"),
+        ],
+        "id string, v int, _row_hash string",
     )
-    actual = df.transform(drop_exact_duplicates(["id", "v"])).select("id", "v")
-    expected = spark.createDataFrame([("a", 1), ("a", 2)], "id string, v int")
-    assert_df_equality(actual, expected, ignore_row_order=True)
+    counts = count_duplicates(df, "id")
+    assert (counts.rows, counts.exact, counts.key, counts.keys) == (5, 2, 1, 2)
+    assert counts.collapsed == counts.rows - counts.keys
+
+
+def test_exact_copies_collapse_with_the_key_deterministically(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("a", 1, "2024-01-01", "h1"), ("a", 1, "2024-01-01", "h1"), ("a", 2, "2024-01-01", "h2")],
+        "id string, v int, updated string, _row_hash string",
+    )
+    for parts in (1, 3):
+        kept = df.repartition(parts).transform(keep_latest_per_key("id", ["updated", "_row_hash"]))
+        assert [(r.v, r._row_hash) for r in kept.collect()] == [(2, "h2")]
 
 
 def test_latest_record_per_key_wins(spark: SparkSession) -> None:

@@ -1,6 +1,6 @@
 """Row rules, the valid/rejected split, and de-duplication."""
 
-from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
+from lakestory.quality.dedup import Duplicates, count_duplicates, keep_latest_per_key
 from lakestory.quality.rules import (
     REASONS,
     Rule,
@@ -17,7 +17,8 @@ __all__ = [
     "REASONS",
     "Rule",
     "castable",
-    "drop_exact_duplicates",
+    "Duplicates",
+    "count_duplicates",
     "expression",
     "in_set",
     "keep_latest_per_key",

@@ -1,7 +1,9 @@
 """bronze -> silver + quarantine: cast, check, de-duplicate, pseudonymise; counts reconcile.
 
-Every bronze row ends in exactly one of: a silver row, a collapsed duplicate, a quarantine row
-carrying the names of every rule it failed, or a row dropped by a `drop` expectation. A
+Every bronze row ends in exactly one of: a silver row, a collapsed duplicate (an exact copy by
+row hash, or an older version of its business key), a row silver already holds as it is or
+newer (`unchanged`: refine re-reads bronze), a quarantine row carrying the names of every rule
+it failed, or a row dropped by a `drop` expectation. A
 `fail` expectation that any row fails stops the run before anything is written. The counts,
 with each rule's failures, go to `ops.quality_metrics`.
 
@@ -32,7 +34,7 @@ from lakestory.ingestion import (
 )
 from lakestory.io import TableRef, append, overwrite, read, register
 from lakestory.privacy import with_keyed_tokens
-from lakestory.quality.dedup import drop_exact_duplicates, keep_latest_per_key
+from lakestory.quality.dedup import count_duplicates, keep_latest_per_key
 from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
@@ -177,16 +179,26 @@ def with_pseudonyms(source: Source, key: bytes) -> Transform:
 
 @dataclass(frozen=True)
 class RefineCounts:
+    """Where a refine run's rows went; `silver` counts rows inserted or updated by the MERGE."""
+
     rows_in: int
     silver: int
-    duplicates: int
+    exact_duplicates: int
+    key_duplicates: int
     quarantined: int
     dropped: int = 0
+    unchanged: int = 0  # latest versions silver already had, as they are or newer
     rule_failures: dict[str, int] = field(default_factory=dict)
 
     @property
+    def duplicates(self) -> int:
+        return self.exact_duplicates + self.key_duplicates
+
+    @property
     def reconciles(self) -> bool:
-        return self.rows_in == self.silver + self.duplicates + self.quarantined + self.dropped
+        return self.rows_in == (
+            self.silver + self.duplicates + self.unchanged + self.quarantined + self.dropped
+        )
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,7 @@ def _tally(checked: DataFrame, rules: list[Rule]) -> _Tally:
 METRICS_SCHEMA = (
     "run_id string, dataset string, source string, rows_in long, silver long, "
     "duplicates long, quarantined long, dropped long, "
+    "exact_duplicates long, key_duplicates long, unchanged long, "
     "rules array<struct<name: string, action: string, failed: long, passed: long>>, "
     "outliers array<struct<column: string, method: string, threshold: double, action: string, "
     "low: double, high: double, rows: long>>"
@@ -275,9 +288,11 @@ def refine_source(
         outside = _outside_counts(parts.kept, found)
         order = [c for c in [source.order_by] if c] + ["_file_modification_time", "_source_file"]
         extra = [OUTLIERS] if OUTLIERS in kept.columns else []
+        dups = count_duplicates(kept, source.key)
         silver = (
-            kept.transform(drop_exact_duplicates(list(source.schema_)))
-            .transform(keep_latest_per_key(source.key, order))
+            # exact copies collapse with the other versions of their key; the row hash last
+            # makes the choice among equals the same in every run
+            kept.transform(keep_latest_per_key(source.key, [*order, "_row_hash"]))
             .transform(with_pseudonyms(source, key))
             .select(*source.silver_columns(), *extra, *SILVER_METADATA)
         )
@@ -303,12 +318,14 @@ def refine_source(
     outlier_rejected = outlier_tally.rejected if outlier_tally else 0
     failures = {**tally.failures, **(outlier_tally.failures if outlier_tally else {})}
     counts = RefineCounts(
-        tally.rows,
-        upserted,
-        tally.kept - outlier_rejected - upserted,
-        tally.rejected + outlier_rejected,
-        tally.dropped,
-        failures,
+        rows_in=tally.rows,
+        silver=upserted,
+        exact_duplicates=dups.exact,
+        key_duplicates=dups.key,
+        quarantined=tally.rejected + outlier_rejected,
+        dropped=tally.dropped,
+        unchanged=dups.keys - upserted,
+        rule_failures=failures,
     )
     per_rule = [
         (r.name, r.action, failures[r.name], tally.rows - failures[r.name])
@@ -328,6 +345,9 @@ def refine_source(
                 counts.duplicates,
                 counts.quarantined,
                 counts.dropped,
+                counts.exact_duplicates,
+                counts.key_duplicates,
+                counts.unchanged,
                 per_rule,
                 per_column,
             )

@@ -1,0 +1,108 @@
+"""Refine against a bare read and Delta write of the same bronze rows.
+
+Generates a customers drop of --rows accounts (CSV, with the demo's dirt: duplicates, missing
+fields, malformed rows, bad numbers, invalid labels, outliers) in a temporary warehouse and
+ingests it into bronze once, untimed. Then, in one Spark session, alternating the two sides
+--repeat times after a warm-up of each:
+
+- bare: `spark.read.table(bronze)` appended to a new Delta table;
+- refine: `lakestory.quality.refine.refine_source` into an empty silver and quarantine: typed
+  casts, every built-in rule and the dataset's expectations in one pass, the accounts,
+  outlier fences and flags, exact and key de-duplication, pseudonymisation (keyed tokens,
+  dropped and generalised columns), the silver write, the quarantine write and the
+  `ops.quality_metrics` row.
+
+The best time of each side is taken; their ratio is the figure (target <= 2.0).
+
+Prints one JSON line: {"rows": N, "bare_s": ..., "refine_s": ..., "ratio_vs_bare": ...,
+"rows_per_s": ..., "bare_runs_s": [...], "refine_runs_s": [...]}.
+
+    python bench/refine.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from lakestory import session
+from lakestory.config import load_dataset, load_settings
+from lakestory.demo.generate import generate_customers
+from lakestory.ingestion import ingest_source
+from lakestory.quality.quarantine import quarantine_table
+from lakestory.quality.refine import refine_source, silver_table
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = b"bench-refine-key-0123456789abcdef"  # a throwaway key for throwaway data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=4, help="files the drop is split into")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="lakestory-bench-"))
+    try:
+        generate_customers(root / "landing", rows=args.rows, drops=args.files, seed=11)
+        shutil.rmtree(root / "landing" / "customers" / "transactions")
+        settings = load_settings(REPO / "conf", environ={"LAKESTORY_ROOT": str(root)})
+        dataset = load_dataset("customers", REPO / "conf")
+        spark = session.build(settings)
+        bronze = ingest_source(spark, settings, dataset, "accounts").table
+        rows = spark.read.table(bronze.qualified).count()
+        outputs = [
+            silver_table(dataset, "accounts"),
+            quarantine_table(dataset, "accounts"),
+        ]
+
+        def bare(i: int) -> float:
+            start = time.perf_counter()
+            df = spark.read.table(bronze.qualified)
+            df.write.format("delta").mode("append").save(str(root / f"bare_{i}"))
+            return time.perf_counter() - start
+
+        def refine(i: int) -> float:
+            for table in outputs:  # every run starts from an empty silver and quarantine
+                shutil.rmtree(table.path(settings), ignore_errors=True)
+            start = time.perf_counter()
+            counts = refine_source(spark, settings, dataset, "accounts", KEY, f"bench-{i}")
+            elapsed = time.perf_counter() - start
+            assert counts.reconciles and counts.rows_in == rows, counts
+            assert counts.silver > 0 and counts.unchanged == 0, counts
+            return elapsed
+
+        bare(-1)
+        refine(-1)
+        bare_times, refine_times = [], []
+        for i in range(args.repeat):
+            bare_times.append(bare(i))
+            refine_times.append(refine(i))
+        spark.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    bare_s, refine_s = min(bare_times), min(refine_times)
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "files": args.files,
+                "bare_s": round(bare_s, 2),
+                "refine_s": round(refine_s, 2),
+                "ratio_vs_bare": round(refine_s / bare_s, 2),
+                "rows_per_s": round(rows / refine_s),
+                "bare_runs_s": [round(t, 2) for t in bare_times],
+                "refine_runs_s": [round(t, 2) for t in refine_times],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
