@@ -32,24 +32,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from _drop import accounts_drop  # bench/ is on sys.path when a script there runs
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lakestory import session
-from lakestory.config import load_dataset, load_settings
-from lakestory.demo.generate import generate_customers
 from lakestory.ingestion import CORRUPT, DECODE_ERROR, ingest_source
 from lakestory.ingestion.bronze import STATS_COLUMNS
 from lakestory.ingestion.structured import ROW_HASH, read_structured
 from lakestory.io import checkpoint_path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -60,12 +55,7 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="also time the steps between")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="lakestory-bench-"))
-    try:
-        generate_customers(root / "landing", rows=args.rows, drops=args.files, seed=11)
-        shutil.rmtree(root / "landing" / "customers" / "transactions")
-        settings = load_settings(REPO / "conf", environ={"LAKESTORY_ROOT": str(root)})
-        dataset = load_dataset("customers", REPO / "conf")
+    with accounts_drop(args.rows, args.files) as (root, settings, dataset):
         source = dataset.structured()["accounts"]
         landing = root / "landing" / source.path
         files = sorted(str(p) for p in landing.glob("*.csv"))
@@ -130,8 +120,6 @@ def main() -> None:
             elapsed, rows = ingest(i)
             ingest_times.append(elapsed)
         spark.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
     bare_s, ingest_s = min(bare_times), min(ingest_times)
     split = {}

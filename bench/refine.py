@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from _drop import accounts_drop  # bench/ is on sys.path when a script there runs
 
 from lakestory import session
-from lakestory.config import load_dataset, load_settings
-from lakestory.demo.generate import generate_customers
 from lakestory.ingestion import ingest_source
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.refine import refine_source, silver_table
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = b"bench-refine-key-0123456789abcdef"  # a throwaway key for throwaway data
 
 
@@ -47,12 +44,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="lakestory-bench-"))
-    try:
-        generate_customers(root / "landing", rows=args.rows, drops=args.files, seed=11)
-        shutil.rmtree(root / "landing" / "customers" / "transactions")
-        settings = load_settings(REPO / "conf", environ={"LAKESTORY_ROOT": str(root)})
-        dataset = load_dataset("customers", REPO / "conf")
+    with accounts_drop(args.rows, args.files) as (root, settings, dataset):
         spark = session.build(settings)
         bronze = ingest_source(spark, settings, dataset, "accounts").table
         rows = spark.read.table(bronze.qualified).count()
@@ -84,8 +76,6 @@ def main() -> None:
             bare_times.append(bare(i))
             refine_times.append(refine(i))
         spark.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
     bare_s, refine_s = min(bare_times), min(refine_times)
     print(

@@ -88,7 +88,8 @@ def head(spark: SparkSession, path: str, n: int = SNIFF_BYTES) -> bytes:
 
 def read_text(spark: SparkSession, path: str, limit: int = 1 << 20) -> str | None:
     """A small text file's content (its first `limit` bytes), or None if it does not exist."""
-    local = _local(_qualified(spark, path))
+    path = _qualified(spark, path)  # once: `head` then finds the scheme there
+    local = _local(path)
     if local is not None:
         if not os.path.isfile(local):
             return None
