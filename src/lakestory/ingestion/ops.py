@@ -87,19 +87,22 @@ def append_batch_log(
     """Append a streaming batch's log rows; a replayed batch's only if they are not there."""
     if replay and logged(df.sparkSession, settings, table, stream, batch):
         return
+    _append(df, settings, table)
+
+
+def _append(df: DataFrame, settings: Settings, table: TableRef) -> None:
     df.write.format("delta").mode("append").option(*STATS).save(str(table.path(settings)))
     register(df.sparkSession, settings, table)
 
 
 def append_files(df: DataFrame, settings: Settings) -> None:
-    df.write.format("delta").mode("append").option(*STATS).save(str(INGESTION_FILES.path(settings)))
-    register(df.sparkSession, settings, INGESTION_FILES)
+    _append(df, settings, INGESTION_FILES)
 
 
 def record_run(spark: SparkSession, settings: Settings, run: IngestionRun) -> None:
-    df = spark.createDataFrame([tuple(asdict(run).values())], RUNS_SCHEMA)
-    df.write.format("delta").mode("append").option(*STATS).save(str(INGESTION_RUNS.path(settings)))
-    register(spark, settings, INGESTION_RUNS)
+    _append(
+        spark.createDataFrame([tuple(asdict(run).values())], RUNS_SCHEMA), settings, INGESTION_RUNS
+    )
 
 
 def latest_runs(spark: SparkSession, dataset: str | None = None) -> DataFrame | None:
