@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint format clean
+.PHONY: help venv demo test lint format clean chromium
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -22,7 +23,22 @@ venv: $(STAMP) ## Create .venv and install lakestory with its dev tools
 demo: $(STAMP) ## Generate the demo landing data and run the whole pipeline on it
 	$(BIN)/lakestory demo
 
-test: $(STAMP) ## Run lint and the whole test suite (unit + integration)
+# Debian's chromium draws the profile reports headless in a test. Installed with apt-get, as
+# root or through sudo; where neither works the test says why it skips.
+chromium: ## Install Debian's chromium (used by the tests) if it is missing
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  if ! command -v apt-get >/dev/null || { [ -n "$$sudo" ] && ! command -v sudo >/dev/null; }; then \
+	    echo "make: $(CHROMIUM) is missing and cannot be installed here (needs apt-get, as root or with sudo);" \
+	         "the test that draws a profile report in headless Chromium will be skipped"; \
+	  else \
+	    echo "make: installing Debian's chromium for the report rendering test"; \
+	    { $$sudo apt-get update -qq && \
+	      $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
+	    echo "make: could not install chromium (see above); the report rendering test will be skipped"; \
+	  fi; }
+
+test: $(STAMP) chromium ## Run lint and the whole test suite (unit + integration)
 	$(BIN)/ruff check src tests jobs bench
 	$(BIN)/pytest
 

@@ -26,6 +26,8 @@ INSTALL_REQUIRES = [
     "charset-normalizer==3.5.3",
     # the digits demo dataset (sklearn ships it; mlflow already depends on scikit-learn)
     "scikit-learn==1.9.1",
+    # plots of `lakestory profile` (mlflow already pulls it in; pinned as we use it directly)
+    "matplotlib==3.11.2",
 ]
 
 DEV_REQUIRES = [
@@ -34,6 +36,10 @@ DEV_REQUIRES = [
     "ruff==0.17.5",
     "mypy==2.4.1",
     "types-PyYAML",
+    # executing notebooks/ in a test (a kernel from this environment)
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
 ]
 
 setup(
