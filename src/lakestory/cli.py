@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lakestory.config import ConfigError, MissingSecretError
+from lakestory.config import ConfigError, MissingSecretError, Settings
 from lakestory.errors import ExpectationError
 
 STAGE_HELP = {
@@ -33,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     for stage, text in STAGE_HELP.items():
         p = sub.add_parser(stage, parents=[common], help=text, description=text)
         p.add_argument("dataset")
+        if stage == "refine":
+            p.add_argument(
+                "--full-refresh",
+                action="store_true",
+                help="refine all of bronze again (replaces silver and quarantine), not only "
+                "the rows no run has refined",
+            )
+    text = "run quarantined rows through the current rules again; move those that pass to silver"
+    p = sub.add_parser("reprocess", parents=[common], help=text, description=text)
+    p.add_argument("dataset")
     p = sub.add_parser("run", parents=[common], help="run every stage that has new input")
     p.add_argument("dataset")
     p = sub.add_parser(
@@ -57,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
         "status", parents=[common], help="latest ingestion runs and files waiting in landing"
     )
     p.add_argument("dataset", nargs="?", help="one dataset (default: every dataset in conf/)")
+    p = sub.add_parser(
+        "profile",
+        parents=[common],
+        help="profile a table into <root>/reports/<table>/<version>.html and .json",
+    )
+    p.add_argument("table", help="a table such as silver.customers_accounts")
+    p.add_argument(
+        "--dataset", help="the dataset config to read (default: the one whose source it is)"
+    )
     return parser
 
 
@@ -105,6 +124,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         datasets = [load_dataset(n, args.conf_dir, args.env) for n in ("customers", "digits")]
         return run_demo(settings, datasets, args.rows)
 
+    if args.command == "profile":
+        return _profile(args, settings)
+
     from lakestory import session
 
     named = getattr(args, "dataset", None)
@@ -132,13 +154,39 @@ def _dispatch(args: argparse.Namespace) -> int:
     from lakestory.summary import summary
 
     assert dataset is not None
-    ctx = Context(spark, settings, dataset)
+    ctx = Context(spark, settings, dataset, getattr(args, "full_refresh", False))
     if args.command == "summary":
         print(summary(ctx))
+    elif args.command == "reprocess":
+        from lakestory.pipeline import reprocess
+
+        print(reprocess(ctx))
     elif args.command == "run":
         run_stages(ctx, STAGES)
     else:
         run_stages(ctx, (args.command,))
+    return 0
+
+
+def _profile(args: argparse.Namespace, settings: Settings) -> int:
+    """`lakestory profile <table> [--dataset NAME]`; a bad name fails before Spark starts."""
+    from lakestory import session
+    from lakestory.config import dataset_names, load_dataset
+    from lakestory.profiling import ProfileError, parse_table, profile_table
+
+    try:
+        table = parse_table(args.table)
+    except ValueError as exc:
+        print(f"lakestory: {exc}", file=sys.stderr)
+        return 2
+    names = [args.dataset] if args.dataset else dataset_names(args.conf_dir)
+    datasets = [load_dataset(n, args.conf_dir, args.env) for n in names]
+    try:
+        report = profile_table(session.build(settings), settings, table, datasets)
+    except ProfileError as exc:
+        print(f"lakestory: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
     return 0
 
 

@@ -25,7 +25,7 @@ from lakestory.features import build_features, features_table, params_table, rea
 from lakestory.ingestion import bronze_table, ingest_source
 from lakestory.io import ensure_layers, table_version
 from lakestory.io.runs import StageRun, last_run, record_run
-from lakestory.quality.refine import refine_source, silver_table
+from lakestory.quality.refine import RefineCounts, refine_source, reprocess_source, silver_table
 
 log = logging.getLogger("lakestory")
 
@@ -37,6 +37,7 @@ class Context:
     spark: SparkSession
     settings: Settings
     dataset: Dataset
+    full_refresh: bool = False  # refine all of bronze again, not only its new rows
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,17 @@ def _versions(ctx: Context, tables: list[Any]) -> dict[str, int | None]:
 
 
 def _skip_if_unchanged(
-    ctx: Context, stage: str, inputs: dict[str, Any], work: Callable[[], Outcome]
+    ctx: Context,
+    stage: str,
+    inputs: dict[str, Any],
+    work: Callable[[], Outcome],
+    force: bool = False,
 ) -> Outcome:
     missing = [k for k, v in inputs.items() if v is None]
     if missing:
         return Outcome(stage, False, f"nothing to do yet: {', '.join(missing)} missing")
     previous = last_run(ctx.spark, ctx.dataset.name, stage)
-    if previous is not None and previous.inputs == inputs:
+    if not force and previous is not None and previous.inputs == inputs:
         return Outcome(stage, False, "inputs unchanged since the last run", previous.outputs)
     outcome = work()
     record_run(ctx.spark, ctx.settings, StageRun(ctx.dataset.name, stage, inputs, outcome.outputs))
@@ -114,10 +119,25 @@ def _unless_declared(ctx: Context, stage: str, section: str) -> Outcome | None:
     return None
 
 
+def _refined(ds: Dataset, name: str, counts: RefineCounts) -> str:
+    return (
+        f"{silver_table(ds, name)} {counts.silver} rows upserted, "
+        f"{counts.exact_duplicates} exact and {counts.key_duplicates} key duplicates, "
+        f"{counts.unchanged} unchanged, "
+        f"{counts.quarantined} quarantined, {counts.dropped} dropped (of {counts.rows_in})"
+    )
+
+
 def refine(ctx: Context) -> Outcome:
     ds = ctx.dataset
-    structured = ds.structured()
-    inputs: dict[str, Any] = _versions(ctx, [bronze_table(ds, s) for s in structured])
+    # the sources that have landed something: one whose files have not come yet waits
+    landed = _versions(ctx, [bronze_table(ds, s) for s in ds.structured()])
+    structured = {
+        name: source
+        for name, source in ds.structured().items()
+        if landed[bronze_table(ds, name).qualified] is not None
+    }
+    inputs: dict[str, Any] = {k: v for k, v in landed.items() if v is not None} or landed
     inputs["config"] = digest({k: v.model_dump() for k, v in structured.items()})
 
     def work() -> Outcome:
@@ -125,17 +145,27 @@ def refine(ctx: Context) -> Outcome:
         run_id = uuid.uuid4().hex
         parts, outputs = [], {}
         for name in structured:
-            counts = refine_source(ctx.spark, ctx.settings, ds, name, key, run_id)
-            outputs[name] = counts.__dict__
-            parts.append(
-                f"{silver_table(ds, name)} {counts.silver} rows upserted, "
-                f"{counts.exact_duplicates} exact and {counts.key_duplicates} key duplicates, "
-                f"{counts.unchanged} unchanged, "
-                f"{counts.quarantined} quarantined, {counts.dropped} dropped (of {counts.rows_in})"
+            counts = refine_source(
+                ctx.spark, ctx.settings, ds, name, key, run_id, full_refresh=ctx.full_refresh
             )
+            outputs[name] = counts.__dict__
+            parts.append(_refined(ds, name, counts))
         return Outcome("refine", True, "; ".join(parts), outputs)
 
-    return _skip_if_unchanged(ctx, "refine", inputs, work)
+    return _skip_if_unchanged(ctx, "refine", inputs, work, force=ctx.full_refresh)
+
+
+def reprocess(ctx: Context) -> Outcome:
+    """Not a stage of `run`: quarantined rows through the current rules again, on request."""
+    ds = ctx.dataset
+    key = load_token_key(ctx.settings)
+    run_id = uuid.uuid4().hex
+    parts, outputs = [], {}
+    for name in ds.structured():
+        counts = reprocess_source(ctx.spark, ctx.settings, ds, name, key, run_id)
+        outputs[name] = counts.__dict__
+        parts.append(_refined(ds, name, counts).replace(" (of ", " still (of ", 1))
+    return Outcome("reprocess", True, "; ".join(parts), outputs)
 
 
 def features(ctx: Context) -> Outcome:

@@ -1,5 +1,5 @@
-"""Exactly once, the hard way: SIGKILL a real `lakestory ingest` process at several points of a
-run, rerun it, and compare bronze with one clean run's.
+"""Exactly once, the hard way: SIGKILL a real `lakestory ingest` (or `refine`) process at several
+points of a run, rerun it, and compare bronze (or silver and quarantine) with one clean run's.
 
 The source takes one file per micro-batch, so a run has several batches to interrupt. The kills
 land (a) after a batch is planned in the checkpoint's offset log and before it is committed,
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ FILES = 6
 TABLE = "bronze/customers_accounts"
 CHECKPOINT = "_checkpoints/bronze/customers_accounts"
 FILE_LOG = "ops/ingestion_files"
+TOKEN_KEY = "exactly-once-test-key-0123456789abcdef"  # a throwaway key for throwaway data
 CONTENT = [
     "customer_id",
     "name",
@@ -45,24 +47,31 @@ CONTENT = [
 ]
 
 
-def _conf_dir(tmp: Path) -> Path:
-    """The repo's conf with the accounts source taking one file per micro-batch."""
-    conf = tmp / "conf"
+def _conf_dir(tmp: Path, files_per_batch: int | None = 1) -> Path:
+    """The repo's conf with the accounts source taking `files_per_batch` files per
+    micro-batch (landing files at ingest, bronze data files at refine)."""
+    conf = tmp / f"conf-{files_per_batch}"
     shutil.copytree(CONF / "base", conf / "base")
     (conf / "datasets").mkdir()
     text = (CONF / "datasets" / "customers.yaml").read_text()
     marker = "    path: customers/accounts"
     assert marker in text
-    text = text.replace(marker, marker + "\n    max_files_per_trigger: 1", 1)
+    if files_per_batch:
+        text = text.replace(marker, f"{marker}\n    max_files_per_trigger: {files_per_batch}", 1)
     (conf / "datasets" / "customers.yaml").write_text(text)
     return conf
 
 
-def _start(root: Path, conf: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LAKESTORY_ROOT": str(root), "LAKESTORY_CONF_DIR": str(conf)}
+def _start(root: Path, conf: Path, stage: str = "ingest") -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LAKESTORY_ROOT": str(root),
+        "LAKESTORY_CONF_DIR": str(conf),
+        "LAKESTORY_TOKEN_KEY": TOKEN_KEY,
+    }
     cli = Path(sys.executable).with_name("lakestory")
     return subprocess.Popen(
-        [str(cli), "ingest", "customers"],
+        [str(cli), stage, "customers"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -116,13 +125,22 @@ def between_batches(start: dict[str, set[int]], now: dict[str, set[int]]) -> boo
     return bool(now["commits"] - start["commits"]) and now["offsets"] == now["commits"]
 
 
-def _kill_when(root: Path, conf: Path, point: Point, timeout: float = 240) -> bool:
-    """Run ingest until `point` holds, then SIGKILL its process group. False if it finished."""
-    start = _state(root)
-    proc = _start(root, conf)
+def _kill_when(
+    root: Path,
+    conf: Path,
+    point: Point,
+    stage: str = "ingest",
+    state: Callable[[Path], dict[str, set[int]]] | None = None,
+    timeout: float = 240,
+) -> bool:
+    """Run the stage until `point` holds, then SIGKILL its process group. False if it
+    finished first."""
+    state = state or _state
+    start = state(root)
+    proc = _start(root, conf, stage)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if point(start, _state(root)):
+        if point(start, state(root)):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
@@ -133,8 +151,8 @@ def _kill_when(root: Path, conf: Path, point: Point, timeout: float = 240) -> bo
     raise AssertionError(f"{point.__name__} never held within {timeout}s")
 
 
-def _run(root: Path, conf: Path) -> None:
-    proc = _start(root, conf)
+def _run(root: Path, conf: Path, stage: str = "ingest") -> None:
+    proc = _start(root, conf, stage)
     assert proc.wait(timeout=600) == 0
 
 
@@ -144,11 +162,18 @@ def _bronze(spark: SparkSession, root: Path) -> DataFrame:
     return rows.withColumn("_source_file", F.regexp_extract("_source_file", r"[^/]+$", 0))
 
 
-def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
-    spark: SparkSession, tmp_path: Path
-) -> None:
-    conf = _conf_dir(tmp_path)
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
+@dataclass(frozen=True)
+class Warehouses:
+    conf: Path
+    clean: Path  # ingested in one run
+    killed: Path  # ingested by runs killed at each point, then one run to the end
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Warehouses:
+    tmp = tmp_path_factory.mktemp("exactly-once")
+    conf = _conf_dir(tmp)
+    clean, killed = tmp / "clean", tmp / "killed"
     for root in (clean, killed):
         generate_customers(root / "landing", rows=1200, drops=FILES, seed=5)
         shutil.rmtree(root / "landing" / "customers" / "transactions")  # accounts only
@@ -158,7 +183,13 @@ def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
     kills = [_kill_when(killed, conf, point) for point in points]
     assert all(kills), f"a run finished before its kill point was reached: {kills}"
     _run(killed, conf)
+    return Warehouses(conf, clean, killed)
 
+
+def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
+    spark: SparkSession, ingested: Warehouses
+) -> None:
+    clean, killed = ingested.clean, ingested.killed
     expected, actual = _bronze(spark, clean), _bronze(spark, killed)
     assert actual.count() == expected.count() > 1200
     assert actual.select(CONTENT).exceptAll(expected.select(CONTENT)).count() == 0
@@ -168,3 +199,64 @@ def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
     assert per_file.count() == FILES and per_file.where("n != 1").count() == 0
     files = spark.read.format("delta").load(str(killed / "ops/ingestion_files"))
     assert files.count() == FILES == files.select("file").distinct().count()
+
+
+SILVER = "silver/customers_accounts"
+QUARANTINE = "quarantine/customers_accounts"
+REFINE_CHECKPOINT = "_checkpoints/silver/customers_accounts"
+METRICS = "ops/quality_metrics"
+# columns that differ between two warehouses whatever happens: times, and paths under the root
+MOVING = ["_file_modification_time", "_ingested_at", "_quarantined_at", "_run_id", "_batch_id"]
+
+
+def _refine_state(root: Path) -> dict[str, set[int]]:
+    ck = root / REFINE_CHECKPOINT
+    return {
+        "offsets": _numbered(ck / "offsets"),
+        "commits": _numbered(ck / "commits"),
+        "silver": _versions(root / SILVER),
+        "quarantine": _versions(root / QUARANTINE),
+        "metrics": _versions(root / METRICS),
+    }
+
+
+def _ahead(table: str) -> Point:
+    """This process committed more batches to `table` than the checkpoint has done (each
+    batch commits once to each table it writes)."""
+
+    def point(start: dict[str, set[int]], now: dict[str, set[int]]) -> bool:
+        return len(now[table] - start[table]) > len(now["commits"] - start["commits"])
+
+    point.__name__ = f"{table}_written_not_done"
+    return point
+
+
+def _comparable(spark: SparkSession, path: Path) -> DataFrame:
+    rows = spark.read.format("delta").load(str(path))
+    rows = rows.withColumn("_source_file", F.regexp_extract("_source_file", r"[^/]+$", 0))
+    return rows.drop(*[c for c in MOVING if c in rows.columns])
+
+
+def test_refine_killed_at_any_point_then_rerun_equals_one_clean_run(
+    spark: SparkSession, ingested: Warehouses
+) -> None:
+    """On the two warehouses the ingest test compares, refine in one micro-batch (all six
+    bronze files), killed after the batch is planned and then, in each rerun of it, after
+    each of the three tables it writes has its commit: every rerun replays the batch, and
+    must write only what the killed runs did not. (Replays of later batches, which MERGE into
+    silver, are in test_refine.)"""
+    conf = _conf_dir(ingested.conf.parent, files_per_batch=None)
+    clean, killed = ingested.clean, ingested.killed
+    _run(clean, conf, "refine")
+    points = (planned_not_done, _ahead("silver"), _ahead("quarantine"), _ahead("metrics"))
+    kills = [_kill_when(killed, conf, p, "refine", _refine_state) for p in points]
+    assert all(kills), f"a run finished before its kill point was reached: {kills}"
+    _run(killed, conf, "refine")
+
+    for table in (SILVER, QUARANTINE):
+        expected, actual = _comparable(spark, clean / table), _comparable(spark, killed / table)
+        assert actual.count() == expected.count() > 0
+        assert actual.exceptAll(expected).count() == 0 and expected.exceptAll(actual).count() == 0
+    (metrics,) = spark.read.format("delta").load(str(killed / METRICS)).collect()
+    bronze = spark.read.format("delta").load(str(killed / TABLE))
+    assert metrics.batch_id == 0 and metrics.rows_in == bronze.count()

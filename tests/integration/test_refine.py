@@ -13,9 +13,16 @@ from lakestory.config import Dataset, Settings
 from lakestory.config.models import Outlier
 from lakestory.errors import ExpectationError
 from lakestory.ingestion import ingest_source
-from lakestory.io import TableRef, table_version
+from lakestory.io import TableRef, checkpoint_path, table_version
+from lakestory.quality import refine as refine_module
 from lakestory.quality.quarantine import by_reason, render
-from lakestory.quality.refine import QUALITY_METRICS, refine_source
+from lakestory.quality.refine import (
+    QUALITY_METRICS,
+    Refinement,
+    refine_source,
+    reprocess_source,
+    rules_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -147,16 +154,73 @@ def test_silver_keeps_the_newest_version_and_a_rerun_changes_nothing(
     second = refine_source(spark, settings, ds, "people", KEY, "run-2")
     silver = spark.read.table("silver.late_people")
     assert sorted(r.age for r in silver.collect()) == [33, 41, 50]
-    # bronze now holds both files: record 1 twice (the older version collapses), records 2
-    # and 1 are already in silver as they are, record 8 is new
-    assert (second.rows_in, second.silver, second.key_duplicates, second.unchanged) == (4, 1, 1, 2)
-    assert second.reconciles
+    # only file b's rows are new to refine: record 8 goes in; the older version of record 1
+    # finds silver newer and leaves it as it is
+    assert (second.rows_in, second.silver, second.unchanged, second.duplicates) == (2, 1, 1, 0)
+    assert second.reconciles and second.batches == 1
 
     version = table_version(spark, TableRef("silver", "late_people"))
     again = refine_source(spark, settings, ds, "people", KEY, "run-3")
-    assert again.silver == 0 and again.reconciles
+    assert (again.rows_in, again.batches) == (0, 0)
+    assert table_version(spark, TableRef("silver", "late_people")) == version
+
+    # a full refresh refines all of bronze again into a silver that is the same
+    full = refine_source(spark, settings, ds, "people", KEY, "run-4", full_refresh=True)
+    assert (full.rows_in, full.silver, full.key_duplicates) == (4, 3, 1) and full.reconciles
     assert sorted(r.age for r in spark.read.table("silver.late_people").collect()) == [33, 41, 50]
-    assert version is not None
+
+
+def test_a_config_that_changes_silvers_columns_refines_all_of_bronze_again(
+    spark: SparkSession, settings: Settings
+) -> None:
+    ds = dataset("reshaped")
+    land(spark, settings, ds)
+    first = refine_source(spark, settings, ds, "people", KEY, "run-1")
+    source = ds.sources["people"]
+    personal = source.personal.model_copy(update={"drop": []})  # keep the name column now
+    ds = ds.model_copy(
+        update={"sources": {"people": source.model_copy(update={"personal": personal})}}
+    )
+    again = refine_source(spark, settings, ds, "people", KEY, "run-2")
+    assert again.rows_in == first.rows_in == 9 and again.silver == first.silver
+    assert "name" in spark.read.table("silver.reshaped_people").columns
+    quarantined = spark.read.table("quarantine.reshaped_people").count()
+    assert quarantined == first.quarantined  # replaced, not appended to
+
+
+def test_a_replayed_batch_writes_nothing_twice(spark: SparkSession, settings: Settings) -> None:
+    """What a crash between a batch's writes and its checkpoint commit leads to: the stream
+    runs the batch again, with the same id."""
+    ds = dataset("replayed")
+    land(spark, settings, ds)
+    refine_source(spark, settings, ds, "people", KEY, "run-1")
+    tables = [f"{layer}.replayed_people" for layer in ("silver", "quarantine")]
+    before = {t: table_version(spark, TableRef(*t.split("."))) for t in tables}
+    metrics = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "replayed")
+    assert metrics.count() == 1
+
+    checkpoint = str(checkpoint_path(settings, TableRef("silver", "replayed_people")))
+    state = Refinement(
+        spark, settings, ds, "people", KEY, "run-2", rules_for(ds.sources["people"]), checkpoint
+    )
+    bronze = spark.read.table("bronze.replayed_people")
+    state.process(bronze, 0)  # batch 0 again: same rows, same id
+
+    assert {t: table_version(spark, TableRef(*t.split("."))) for t in tables} == before
+    assert metrics.count() == 1
+    (replayed,) = state.counts
+    assert replayed.silver == 3  # what batch 0's silver commit did, read back from it
+
+    # a later batch goes through MERGE, which takes the batch's id from session settings
+    folder = settings.root / "landing" / "replayed" / "people"
+    (folder / "b.csv").write_text(f"{LINES[0]}\n8,Hal Hoy,33,BE,2024-01-01\n")
+    ingest_source(spark, settings, ds, "people")
+    assert refine_source(spark, settings, ds, "people", KEY, "run-3").silver == 1
+    before = {t: table_version(spark, TableRef(*t.split("."))) for t in tables}
+    state.process(spark.read.table("bronze.replayed_people").where("_batch_id = 1"), 1)
+    assert {t: table_version(spark, TableRef(*t.split("."))) for t in tables} == before
+    assert metrics.count() == 2 and state.counts[-1].silver == 1
+    assert spark.read.table("silver.replayed_people").count() == 4
 
 
 def test_outliers_are_fenced_quarantined_and_recorded(
@@ -184,3 +248,57 @@ def test_outliers_are_fenced_quarantined_and_recorded(
     assert (fence.column, fence.method, fence.action, fence.rows) == ("age", "iqr", "quarantine", 1)
     assert fence.low < 30 and 36 < fence.high < 119
     assert {r.name: r.failed for r in m.rules}["outlier:age"] == 1
+
+
+def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
+    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = dataset("fixed")
+    land(spark, settings, ds)
+    refine_source(spark, settings, ds, "people", KEY, "run-1")
+    assert spark.read.table("silver.fixed_people").count() == 3
+    assert spark.read.table("quarantine.fixed_people").count() == 2
+
+    # a rule fix: ages up to 300 are plausible now (record 5 is 230)
+    source = ds.sources["people"]
+    loose = [
+        e.model_copy(update={"range": e.range.model_copy(update={"max": 300})})
+        if e.name == "plausible_age" and e.range is not None
+        else e
+        for e in source.expectations
+    ]
+    ds = ds.model_copy(
+        update={"sources": {"people": source.model_copy(update={"expectations": loose})}}
+    )
+    # a crash after silver's commit and before quarantine's: the rerun completes the move
+    real = refine_module._resolve_quarantine
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed between the two commits")
+
+    monkeypatch.setattr(refine_module, "_resolve_quarantine", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        reprocess_source(spark, settings, ds, "people", KEY, "run-2")
+    assert spark.read.table("silver.fixed_people").count() == 4
+    assert spark.read.table("quarantine.fixed_people").count() == 2
+    monkeypatch.setattr(refine_module, "_resolve_quarantine", real)
+    silver_version = table_version(spark, TableRef("silver", "fixed_people"))
+    moved = reprocess_source(spark, settings, ds, "people", KEY, "run-2")
+    assert table_version(spark, TableRef("silver", "fixed_people")) == silver_version
+    assert (moved.rows_in, moved.silver, moved.quarantined) == (2, 1, 1) and moved.reconciles
+    (left,) = spark.read.table("quarantine.fixed_people").collect()
+    assert (left.id, sorted(left._reasons)) == ("7", ["castable:age:int", "known_country"])
+    assert left._run_id == "run-2"
+
+    # a data fix in quarantine itself
+    spark.sql(
+        "UPDATE quarantine.fixed_people SET age = '70', country = 'NL' "
+        "WHERE array_contains(_reasons, 'castable:age:int')"
+    )
+    fixed = reprocess_source(spark, settings, ds, "people", KEY, "run-3")
+    assert (fixed.rows_in, fixed.silver, fixed.quarantined) == (1, 1, 0)
+    assert spark.read.table("quarantine.fixed_people").count() == 0
+    silver = spark.read.table("silver.fixed_people")
+    assert sorted(r.age for r in silver.collect()) == [17, 34, 42, 70, 230]
+    assert reprocess_source(spark, settings, ds, "people", KEY, "run-4").rows_in == 0
+    assert spark.read.table("silver.fixed_people").count() == 5

@@ -46,7 +46,7 @@ def test_exact_and_key_duplicates_are_counted_apart(spark: SparkSession) -> None
         ],
         "id string, v int, _row_hash string",
     )
-    counts = count_duplicates(df, "id")
+    counts = count_duplicates(df, "id", ["v", "_row_hash"])
     assert (counts.rows, counts.exact, counts.key, counts.keys) == (5, 2, 1, 2)
     assert counts.collapsed == counts.rows - counts.keys
 

@@ -16,7 +16,6 @@ row to `ops.ingestion_runs`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -32,7 +31,8 @@ from pyspark.sql import functions as F
 
 from lakestory.config import BinarySource, Dataset, Settings, Source
 from lakestory.ingestion import ops
-from lakestory.ingestion.landing import LandedFile, list_files, read_text
+from lakestory.ingestion.landing import LandedFile, list_files
+from lakestory.ingestion.streams import carries, commit_actions, pending_batch, query_id
 from lakestory.ingestion.structured import (
     CORRUPT,
     DECODE_ERROR,
@@ -59,9 +59,6 @@ METADATA_COLUMNS = [
 # where erasure cannot reach them. `_source_file` is left out too: string statistics keep a
 # 32-character prefix, which every path under one landing folder shares.
 STATS_COLUMNS = ["_ingested_at", "_batch_id"]
-# a batch's bronze commit is read back whole to find the files it added; one larger than this
-# (tens of thousands of files) is counted from the table instead
-COMMIT_READ_LIMIT = 16 << 20
 DISCOVERY_SCHEMA = "path string, modificationTime timestamp, length bigint, content binary"
 
 
@@ -133,11 +130,8 @@ class _Ingestion:
     def app_id(self) -> str:
         """Stable across restarts of the same checkpoint, new for a new checkpoint."""
         if self._app_id is None:
-            meta = read_text(
-                self.spark, str(checkpoint_path(self.settings, self.table) / "metadata")
-            )
-            query_id = json.loads(meta)["id"] if meta else "unknown"
-            self._app_id = f"lakestory-ingest:{self.table.qualified}:{query_id}"
+            query = query_id(self.spark, str(checkpoint_path(self.settings, self.table)))
+            self._app_id = f"lakestory-ingest:{self.table.qualified}:{query}"
         return self._app_id
 
     def bronze_columns(self) -> list[str]:
@@ -214,13 +208,8 @@ class _Ingestion:
         version = log_version(self.spark, self.path)
         if version is None:
             return None
-        commit = f"{self.path}/_delta_log/{version:020d}.json"
-        text = read_text(self.spark, commit, limit=COMMIT_READ_LIMIT)
-        if text is None or len(text.encode("utf-8")) >= COMMIT_READ_LIMIT:
-            return None
-        actions = [json.loads(line) for line in text.splitlines() if line.strip()]
-        txn = next((a["txn"] for a in actions if "txn" in a), None)
-        if txn is None or txn.get("appId") != self.app_id() or txn.get("version") != batch_id:
+        actions = commit_actions(self.spark, self.path, version)
+        if actions is None or not carries(actions, self.app_id(), batch_id):
             return None
         adds = [unquote(a["add"]["path"]) for a in actions if "add" in a]
         return [a if "://" in a or a.startswith("file:") else f"{self.path}/{a}" for a in adds]
@@ -349,24 +338,6 @@ def _discovery_stream(
     return reader.load(landing_path(settings, source)).select("path", "modificationTime", "length")
 
 
-def _batch_ids(spark: SparkSession, folder: str) -> list[int]:
-    return [
-        int(name)
-        for f in list_files(spark, folder)
-        if (name := f.path.rsplit("/", 1)[-1]).isdigit()
-    ]
-
-
-def _pending_batch(spark: SparkSession, checkpoint: str) -> int | None:
-    """The batch in the checkpoint's offset log but not in its commit log, if there is one: the
-    stream re-runs it first."""
-    planned = _batch_ids(spark, f"{checkpoint}/offsets")
-    done = _batch_ids(spark, f"{checkpoint}/commits")
-    if planned and max(planned) > max(done, default=-1):
-        return max(planned)
-    return None
-
-
 def ingest_source(
     spark: SparkSession,
     settings: Settings,
@@ -384,7 +355,7 @@ def ingest_source(
         dataset,
         source_name,
         run_id or uuid.uuid4().hex,
-        pending_batch=_pending_batch(spark, str(checkpoint_path(settings, table))),
+        pending_batch=pending_batch(spark, str(checkpoint_path(settings, table))),
     )
     path = str(table.path(settings))
     before = log_version(spark, path)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Row, Window
 from pyspark.sql import functions as F
 
 Transform = Callable[[DataFrame], DataFrame]
@@ -16,7 +17,7 @@ class Duplicates:
     """How the rows of a frame collapse to one row per business key."""
 
     rows: int
-    exact: int  # rows whose content (row hash) an earlier row already has
+    exact: int  # rows whose content (row hash) a later row of the same key already has
     key: int  # further versions of a key, beyond its exact copies
     keys: int  # rows left: one per key
 
@@ -25,17 +26,47 @@ class Duplicates:
         return self.exact + self.key
 
 
-def count_duplicates(df: DataFrame, key: str, row_hash: str = "_row_hash") -> Duplicates:
-    """Exact duplicates (same `row_hash`) and key duplicates (same `key`, other content), in
-    one aggregate. Rows with a null key are not expected here: they fail `not_null(key)`."""
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct(row_hash).alias("hashes"),
-        F.count_distinct(key).alias("keys"),
-    ).first()
+RANK = "_rank"  # 1 for the latest version of its key
+COPY = "_copy"  # 1 for the latest of its exact copies (same key and row hash)
+
+
+def rank_versions(key: str, order_by: list[str], row_hash: str = "_row_hash") -> Transform:
+    """Add `_rank` and `_copy`: row numbers of each row among the rows of its key, and among
+    its exact copies, latest first by `order_by` (descending, nulls last). One shuffle serves
+    both windows, since both partition by `key`."""
+
+    def _apply(df: DataFrame) -> DataFrame:
+        ordering = [F.col(c).desc_nulls_last() for c in order_by]
+        by_key = Window.partitionBy(key).orderBy(*ordering)
+        by_copy = Window.partitionBy(key, row_hash).orderBy(*ordering)
+        return df.withColumns(
+            {RANK: F.row_number().over(by_key), COPY: F.row_number().over(by_copy)}
+        )
+
+    return _apply
+
+
+def duplicate_counts() -> list[Column]:
+    """Aggregates over a frame with `rank_versions`' columns, read by `Duplicates.of`."""
+    return [
+        F.count(F.lit(1)).alias("dup_rows"),
+        F.count_if(F.col(COPY) > 1).alias("dup_exact"),
+        F.count_if(F.col(RANK) == 1).alias("dup_keys"),
+    ]
+
+
+def duplicates_of(row: Row | dict[str, Any]) -> Duplicates:
+    rows, exact, keys = (int(row[c] or 0) for c in ("dup_rows", "dup_exact", "dup_keys"))
+    return Duplicates(rows, exact, rows - exact - keys, keys)
+
+
+def count_duplicates(df: DataFrame, key: str, order_by: list[str]) -> Duplicates:
+    """Exact duplicates (same `key` and row hash) and key duplicates (same `key`, other
+    content) of a frame, in one pass. Rows with a null key are not expected here: they fail
+    `not_null(key)`."""
+    row = df.transform(rank_versions(key, order_by)).agg(*duplicate_counts()).first()
     assert row is not None
-    rows, hashes, keys = int(row["rows"]), int(row["hashes"]), int(row["keys"])
-    return Duplicates(rows, rows - hashes, hashes - keys, keys)
+    return duplicates_of(row)
 
 
 def keep_latest_per_key(key: str, order_by: list[str]) -> Transform:
@@ -45,10 +76,6 @@ def keep_latest_per_key(key: str, order_by: list[str]) -> Transform:
     def _apply(df: DataFrame) -> DataFrame:
         ordering = [F.col(c).desc_nulls_last() for c in order_by]
         window = Window.partitionBy(key).orderBy(*ordering)
-        return (
-            df.withColumn("_rank", F.row_number().over(window))
-            .where(F.col("_rank") == 1)
-            .drop("_rank")
-        )
+        return df.withColumn(RANK, F.row_number().over(window)).where(F.col(RANK) == 1).drop(RANK)
 
     return _apply

@@ -1,15 +1,22 @@
 """bronze -> silver + quarantine: cast, check, de-duplicate, pseudonymise; counts reconcile.
 
-Every bronze row ends in exactly one of: a silver row, a collapsed duplicate (an exact copy by
-row hash, or an older version of its business key), a row silver already holds as it is or
-newer (`unchanged`: refine re-reads bronze), a quarantine row carrying the names of every rule
-it failed, or a row dropped by a `drop` expectation. A
-`fail` expectation that any row fails stops the run before anything is written. The counts,
-with each rule's failures, go to `ops.quality_metrics`.
+Refine reads only the bronze rows it has not refined yet: a stream from the bronze table with a
+checkpoint of its own (`_checkpoints/silver/<table>`), run with `trigger(availableNow=True)`.
+Each micro-batch of new rows is checked, split and written, and every table it writes (silver,
+quarantine, its `ops.quality_metrics` row) is written with the batch's (app id, batch id), so a
+batch replayed after a crash writes nothing twice: exactly once, as ingestion is.
+
+Every row of a batch ends in exactly one of: a silver row, a collapsed duplicate (an exact copy
+by row hash, or an older version of its business key within the batch), a row silver already
+holds as it is or newer (`unchanged`), a quarantine row carrying the names of every rule it
+failed, or a row dropped by a `drop` expectation. A `fail` expectation that any row of a batch
+fails stops the run before that batch writes anything; earlier batches stay written, and the
+next run retries the failed one. Outlier fences are computed on each batch's rows.
 
 Silver is written with MERGE on the business key (`upsert`): the latest version of each record
-replaces an older one, never the reverse, and a rerun changes nothing. Refine still reads the
-whole bronze table each run; quarantine is replaced with the run's rejected rows.
+replaces an older one, never the reverse. Quarantine is appended to. The first batch of a
+checkpoint replaces both instead: a new table, a `full_refresh`, or a config that changed
+silver's columns (which starts a new checkpoint) refines all of bronze again.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
-from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from lakestory.config import ConfigError, Dataset, Settings, Source
 from lakestory.errors import ExpectationError
@@ -32,9 +41,10 @@ from lakestory.ingestion import (
     RESCUED,
     bronze_table,
 )
-from lakestory.io import TableRef, append, overwrite, read, register
+from lakestory.ingestion.streams import carries, commit_actions, query_id, remove
+from lakestory.io import TableRef, checkpoint_path, log_version, register
 from lakestory.privacy import with_keyed_tokens
-from lakestory.quality.dedup import count_duplicates, keep_latest_per_key
+from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
 from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
@@ -46,11 +56,11 @@ from lakestory.quality.rules import (
     from_expectation,
     not_malformed,
     not_null,
-    split_checked,
 )
-from lakestory.quality.upsert import upsert_latest
+from lakestory.quality.upsert import idempotent, upsert_latest
 
 Transform = Callable[[DataFrame], DataFrame]
+log = logging.getLogger("lakestory.refine")
 
 RAW_PREFIX = "__raw_"
 # kept in silver: where each row came from, and what orders two versions of a record
@@ -189,6 +199,19 @@ class RefineCounts:
     dropped: int = 0
     unchanged: int = 0  # latest versions silver already had, as they are or newer
     rule_failures: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+    @classmethod
+    def total(cls, parts: list[RefineCounts]) -> RefineCounts:
+        """The counts of a run made of several batches (all zero for a run with none)."""
+        failures: dict[str, int] = {}
+        for p in parts:
+            for name, n in p.rule_failures.items():
+                failures[name] = failures.get(name, 0) + n
+        fields = ("rows_in", "silver", "exact_duplicates", "key_duplicates", "quarantined")
+        more = ("dropped", "unchanged", "batches")
+        sums = {f: sum(getattr(p, f) for p in parts) for f in (*fields, *more)}
+        return cls(**sums, rule_failures=failures)
 
     @property
     def duplicates(self) -> int:
@@ -208,12 +231,14 @@ class _Tally:
     dropped: int
     rejected: int
     failures: dict[str, int]
+    outside: dict[str, int]  # rows outside each column's fences
 
 
-def _tally(checked: DataFrame, rules: list[Rule]) -> _Tally:
-    """Rows in, rows per fate, and rows failing each rule: one aggregate over checked rows."""
+def _tally_counts(rules: list[Rule], found: list[Fence]) -> list[Column]:
+    """Rows in, rows per fate, rows failing each rule, rows outside each fence: aggregates
+    over checked rows, computed while the rows go by (see `_observed`)."""
     action = F.col(ACTION)
-    aggs = [
+    return [
         F.count(F.lit(1)).alias("rows"),
         F.count_if(action.isNull() | (action == "warn")).alias("kept"),
         F.count_if(action == "drop").alias("dropped"),
@@ -222,17 +247,52 @@ def _tally(checked: DataFrame, rules: list[Rule]) -> _Tally:
             F.count_if(F.array_contains(F.col(REASONS), r.name)).alias(f"rule{i}")
             for i, r in enumerate(rules)
         ],
+        *[F.count_if(f.outside()).alias(f"outside{i}") for i, f in enumerate(found)],
     ]
-    row = checked.agg(*aggs).first()
-    assert row is not None
-    failures = {r.name: int(row[f"rule{i}"]) for i, r in enumerate(rules)}
+
+
+def _tally_of(row: Row | dict[str, Any], rules: list[Rule], found: list[Fence]) -> _Tally:
+    def n(name: str) -> int:
+        return int(row[name] or 0)
+
     return _Tally(
-        int(row["rows"]), int(row["kept"]), int(row["dropped"]), int(row["rejected"]), failures
+        n("rows"),
+        n("kept"),
+        n("dropped"),
+        n("rejected"),
+        {r.name: n(f"rule{i}") for i, r in enumerate(rules)},
+        {f.column: n(f"outside{i}") for i, f in enumerate(found)},
     )
 
 
+def _observed(
+    frame: DataFrame,
+    counts: list[Column],
+    write: Callable[[DataFrame], None],
+    table: str,
+    txn: tuple[str, int],
+) -> dict[str, Any]:
+    """Write `frame` with `write`, a commit to the Delta table at `table` that carries `txn`,
+    and return `counts` over its rows, computed by the write's own pass (an `Observation`).
+    When Delta skips the write, because an earlier attempt of the batch committed it, the
+    frame is never computed and the counts take a pass of their own."""
+    spark = frame.sparkSession
+    before = log_version(spark, table)
+    observation = Observation()
+    write(frame.observe(observation, *counts))
+    after = log_version(spark, table)
+    first = -1 if before is None else before
+    new = range(first + 1, -1 if after is None else after + 1)
+    if any((a := commit_actions(spark, table, v)) is not None and carries(a, *txn) for v in new):
+        return observation.get
+    row = frame.agg(*counts).first()
+    assert row is not None
+    return row.asDict()
+
+
 METRICS_SCHEMA = (
-    "run_id string, dataset string, source string, rows_in long, silver long, "
+    "run_id string, dataset string, source string, stream_id string, batch_id long, "
+    "rows_in long, silver long, "
     "duplicates long, quarantined long, dropped long, "
     "exact_duplicates long, key_duplicates long, unchanged long, "
     "rules array<struct<name: string, action: string, failed: long, passed: long>>, "
@@ -241,13 +301,328 @@ METRICS_SCHEMA = (
 )
 
 
-def _outside_counts(kept: DataFrame, found: list[Fence]) -> dict[str, int]:
-    """Rows outside each column's fences, in one aggregate."""
-    if not found:
-        return {}
-    row = kept.agg(*[F.count_if(f.outside()).alias(f"c{i}") for i, f in enumerate(found)]).first()
-    assert row is not None
-    return {f.column: int(row[f"c{i}"]) for i, f in enumerate(found)}
+def silver_frame(kept: DataFrame, source: Source, key: bytes, found: list[Fence]) -> DataFrame:
+    """The rows silver gets from the rows that passed every rule: outliers flagged or clipped,
+    the latest version of each business key, pseudonymised, in silver's column order."""
+    return _silver_rows(_ranked(kept, source, found), source, key)
+
+
+def _ranked(kept: DataFrame, source: Source, found: list[Fence]) -> DataFrame:
+    """Kept rows with outliers flagged or clipped, and ranked among the versions of their key
+    (`rank_versions`): exact copies collapse with the other versions of their key, and the
+    row hash last makes the choice among equals the same in every run."""
+    kept = kept.withColumns(dict(flag_and_clip(found, dict(source.schema_))))
+    return kept.transform(rank_versions(source.key, [*_order(source), "_row_hash"]))
+
+
+def _silver_rows(ranked: DataFrame, source: Source, key: bytes) -> DataFrame:
+    extra = [OUTLIERS] if OUTLIERS in ranked.columns else []
+    return (
+        ranked.where(F.col(RANK) == 1)
+        .transform(with_pseudonyms(source, key))
+        .select(*source.silver_columns(), *extra, *SILVER_METADATA)
+    )
+
+
+def _order(source: Source) -> list[str]:
+    """What makes one version of a record later than another: the configured column, then the
+    landing file's modification time and name."""
+    return [c for c in [source.order_by] if c] + ["_file_modification_time", "_source_file"]
+
+
+def silver_schema(spark: SparkSession, bronze: DataFrame, source: Source) -> StructType:
+    """The schema silver gets under the current config, from the plan alone (no data read)."""
+    typed = bronze.limit(0).transform(with_declared_types(source))
+    placeholders = [
+        Fence(c, o.method, o.k, o.action, None, None) for c, o in source.outliers.items()
+    ]
+    return silver_frame(typed, source, b"schema-only", placeholders).schema
+
+
+def _same_shape(a: StructType, b: StructType) -> bool:
+    return [(f.name, f.dataType) for f in a.fields] == [(f.name, f.dataType) for f in b.fields]
+
+
+# identifies a quarantined row: exact copies within one file share it, and share their fate
+QUARANTINE_ID = ["_source_file", "_row_hash", "_batch_id"]
+QUARANTINE_COLUMNS = [REASONS, "_run_id", "_quarantined_at"]
+
+
+@dataclass
+class Refinement:
+    """Refines rows of one source; `process` handles each micro-batch of new bronze rows and
+    `reprocess` the rows quarantine holds.
+
+    Each batch goes through the data twice: once to write its rejected rows to quarantine, and
+    once to write silver; the counts are observed on the way (`_observed`). Only a source with
+    a `fail` expectation pays a third pass, to count before anything is written. Every table
+    a batch writes (silver, quarantine, its metrics row) is written with the batch's (app id,
+    batch id), so a batch replayed after a crash writes nothing twice."""
+
+    spark: SparkSession
+    settings: Settings
+    dataset: Dataset
+    source_name: str
+    key: bytes
+    run_id: str
+    rules: list[Rule]
+    checkpoint: str = ""
+    counts: list[RefineCounts] = field(default_factory=list)
+    error: Exception | None = None
+    _app_id: str | None = None
+
+    @property
+    def source(self) -> Source:
+        return self.dataset.structured()[self.source_name]
+
+    @property
+    def silver(self) -> TableRef:
+        return silver_table(self.dataset, self.source_name)
+
+    @property
+    def quarantine(self) -> TableRef:
+        return quarantine_table(self.dataset, self.source_name)
+
+    @property
+    def app_id(self) -> str:
+        """Stable across restarts of the checkpoint, new for a new one (a full refresh)."""
+        if self._app_id is None:
+            query = query_id(self.spark, self.checkpoint)
+            self._app_id = f"lakestory-refine:{self.silver.qualified}:{query}"
+        return self._app_id
+
+    def process(self, bronze: DataFrame, batch_id: int) -> None:
+        try:
+            txn = (self.app_id, batch_id)
+            self.counts.append(self._refine(bronze, txn, replace=batch_id == 0))
+        except ExpectationError as exc:
+            self.error = exc  # raised again as itself once the stream has stopped
+            raise
+
+    def _refine(
+        self,
+        rows: DataFrame,
+        txn: tuple[str, int],
+        replace: bool = False,
+        found: list[Fence] | None = None,
+        resolve: bool = False,
+    ) -> RefineCounts:
+        """Check `rows` (bronze's columns), write the rejected ones to quarantine and the rest
+        to silver, and record the counts. With `resolve`, `rows` come from quarantine itself:
+        the ones that now pass leave it, the others get their new reasons."""
+        spark, settings, source = self.spark, self.settings, self.source
+        typed = rows.transform(with_declared_types(source))
+        if found is None:  # a pass over the outlier columns alone
+            found = fences(typed, dict(source.outliers))
+        rules = [*self.rules, *quarantine_rules(found)]
+        checked = typed.transform(check(rules))
+        if any(r.action == "fail" for r in rules):  # counted before anything is written
+            first = checked.agg(*_tally_counts(rules, found)).first()
+            assert first is not None
+            self._stop_on_failures(_tally_of(first, rules, found), rules)
+        now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
+        action = F.col(ACTION)
+        is_rejected = action.isin("quarantine", "fail")
+        quarantine = self.quarantine
+        if resolve:
+            # every row reprocessed, with its new reasons (null: it passes now)
+            def write_quarantine(frame: DataFrame) -> None:
+                outcome = frame.select(
+                    *QUARANTINE_ID, F.when(is_rejected, F.col(REASONS)).alias(REASONS)
+                )
+                _resolve_quarantine(outcome, settings, quarantine, txn, self.run_id)
+
+        else:
+            columns = [
+                *[F.col(f"{RAW_PREFIX}{c}").alias(c) for c in source.schema_],
+                *[F.col(c) for c in [CORRUPT, RESCUED, DECODE_ERROR] if c in rows.columns],
+                *[F.col(c) for c in METADATA_COLUMNS],
+                F.col(REASONS),
+                F.lit(self.run_id).alias("_run_id"),
+                now.alias("_quarantined_at"),
+            ]
+
+            def write_quarantine(frame: DataFrame) -> None:
+                rejected = frame.where(is_rejected).select(*columns)
+                _write_quarantine(rejected, settings, quarantine, txn, replace)
+
+        ranked = _ranked(checked.where(action.isNull() | (action == "warn")), source, found)
+        silver_path = str(self.silver.path(settings))
+        upserted = 0
+
+        def upsert(frame: DataFrame) -> None:
+            nonlocal upserted
+            upserted = upsert_latest(
+                _silver_rows(frame, source, self.key),
+                silver_path,
+                source.silver_name(source.key),
+                [source.silver_name(c) for c in _order(source)],
+                txn,
+                replace=replace,
+            )
+
+        # silver first: a row that leaves quarantine (`resolve`) must be in silver already
+        dups = duplicates_of(_observed(ranked, duplicate_counts(), upsert, silver_path, txn))
+        quarantine_path = str(quarantine.path(settings))
+        counted = _observed(
+            checked, _tally_counts(rules, found), write_quarantine, quarantine_path, txn
+        )
+        tally = _tally_of(counted, rules, found)
+        register(spark, settings, self.silver)
+        counts = RefineCounts(
+            rows_in=tally.rows,
+            silver=upserted,
+            exact_duplicates=dups.exact,
+            key_duplicates=dups.key,
+            quarantined=tally.rejected,
+            dropped=tally.dropped,
+            unchanged=dups.keys - upserted,
+            rule_failures=tally.failures,
+            batches=1,
+        )
+        self._record(counts, tally, rules, found, txn, now)
+        return counts
+
+    def _stop_on_failures(self, tally: _Tally, rules: list[Rule]) -> None:
+        fatal = [r for r in rules if r.action == "fail" and tally.failures[r.name]]
+        if fatal:
+            detail = "; ".join(
+                f"{r.name!r} failed on {tally.failures[r.name]} row(s)" for r in fatal
+            )
+            raise ExpectationError(
+                f"{bronze_table(self.dataset, self.source_name)}: expectation {detail} "
+                f"(of {tally.rows} new rows); nothing of them was written to silver or quarantine"
+            )
+
+    def _record(
+        self,
+        counts: RefineCounts,
+        tally: _Tally,
+        rules: list[Rule],
+        found: list[Fence],
+        txn: tuple[str, int],
+        now: Column,
+    ) -> None:
+        """The batch's row in `ops.quality_metrics`, written once per (app id, batch)."""
+        per_rule = [
+            (r.name, r.action, tally.failures[r.name], tally.rows - tally.failures[r.name])
+            for r in rules
+        ]
+        per_column = [
+            (f.column, f.method, f.threshold, f.action, f.low, f.high, tally.outside[f.column])
+            for f in found
+        ]
+        row = (
+            self.run_id,
+            self.dataset.name,
+            self.source_name,
+            txn[0],
+            txn[1],
+            counts.rows_in,
+            counts.silver,
+            counts.duplicates,
+            counts.quarantined,
+            counts.dropped,
+            counts.exact_duplicates,
+            counts.key_duplicates,
+            counts.unchanged,
+            per_rule,
+            per_column,
+        )
+        metrics = self.spark.createDataFrame([row], METRICS_SCHEMA).withColumn("measured_at", now)
+        _append_once(metrics, self.settings, QUALITY_METRICS, txn)
+
+    def reprocess(self) -> RefineCounts:
+        """Run the rows in quarantine through the current rules again: the ones that pass now
+        go to silver (MERGE, latest wins) and leave quarantine; the others stay, with their
+        new reasons. Outlier fences are those the latest refine run recorded. Both writes
+        carry (app id, quarantine version), so a rerun after a crash completes the move
+        without doing any part of it twice."""
+        path = str(self.quarantine.path(self.settings))
+        version = log_version(self.spark, path)
+        if version is None:
+            return RefineCounts.total([])
+        snapshot = self.spark.read.format("delta").option("versionAsOf", version).load(path)
+        rows = snapshot.drop(*QUARANTINE_COLUMNS)
+        self._app_id = f"lakestory-reprocess:{self.quarantine.qualified}"
+        txn = (self.app_id, version)
+        return self._refine(rows, txn, found=self._latest_fences(), resolve=True)
+
+    def _latest_fences(self) -> list[Fence] | None:
+        """The fences the latest refine batch of this source used; None before any."""
+        if log_version(self.spark, str(QUALITY_METRICS.path(self.settings))) is None:
+            return None
+        latest = (
+            self.spark.read.format("delta")
+            .load(str(QUALITY_METRICS.path(self.settings)))
+            .where(
+                (F.col("dataset") == self.dataset.name)
+                & (F.col("source") == self.source_name)
+                & F.col("stream_id").startswith("lakestory-refine:")
+            )
+            .orderBy(F.col("measured_at").desc())
+            .select("outliers")
+            .first()
+        )
+        if latest is None:
+            return None
+        configured = dict(self.source.outliers)
+        return [
+            Fence(o.column, o.method, o.threshold, o.action, o.low, o.high)
+            for o in latest.outliers
+            if o.column in configured
+        ]
+
+
+def _write_quarantine(
+    rows: DataFrame, settings: Settings, table: TableRef, txn: tuple[str, int], replace: bool
+) -> None:
+    writer = rows.write.format("delta").option("txnAppId", txn[0]).option("txnVersion", txn[1])
+    if replace:
+        writer = writer.mode("overwrite").option("overwriteSchema", "true")
+    else:
+        writer = writer.mode("append").option("mergeSchema", "true")
+    writer.save(str(table.path(settings)))
+    register(rows.sparkSession, settings, table)
+
+
+def _resolve_quarantine(
+    outcome: DataFrame, settings: Settings, table: TableRef, txn: tuple[str, int], run_id: str
+) -> None:
+    """MERGE reprocessed rows' outcomes into quarantine: a row that passes now (null reasons)
+    is deleted; one that still fails gets its new reasons and this run's id."""
+    spark = outcome.sparkSession
+    target = DeltaTable.forPath(spark, str(table.path(settings)))
+    on = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in QUARANTINE_ID)
+    with idempotent(spark, *txn):
+        (
+            target.alias("t")
+            .merge(outcome.dropDuplicates(QUARANTINE_ID).alias("s"), on)
+            .whenMatchedDelete(condition=f"s.`{REASONS}` IS NULL")
+            .whenMatchedUpdate(
+                set={
+                    REASONS: F.col(f"s.`{REASONS}`"),
+                    "_run_id": F.lit(run_id),
+                    "_quarantined_at": F.current_timestamp(),
+                }
+            )
+            .execute()
+        )
+
+
+def _append_once(
+    rows: DataFrame, settings: Settings, table: TableRef, txn: tuple[str, int]
+) -> None:
+    """Append, once per (app id, batch); older tables gain the columns they lack."""
+    (
+        rows.write.format("delta")
+        .mode("append")
+        .option("mergeSchema", "true")
+        .option("txnAppId", txn[0])
+        .option("txnVersion", txn[1])
+        .save(str(table.path(settings)))
+    )
+    register(rows.sparkSession, settings, table)
 
 
 def refine_source(
@@ -257,102 +632,70 @@ def refine_source(
     source_name: str,
     key: bytes,
     run_id: str,
+    full_refresh: bool = False,
 ) -> RefineCounts:
+    """Refine the bronze rows of the source that no earlier run refined (all of them with
+    `full_refresh`, or when the config changed silver's columns), in micro-batches of a
+    stream from bronze with a checkpoint of its own. Returns the counts of all its batches."""
     source = dataset.structured()[source_name]
     validate_expectations(spark, dataset, source_name)
+    bronze = bronze_table(dataset, source_name)
+    bronze_path = str(bronze.path(settings))
+    if log_version(spark, bronze_path) is None:
+        log.info("%s: nothing ingested yet; nothing to refine", bronze)
+        return RefineCounts.total([])
+    target = silver_table(dataset, source_name)
+    checkpoint = str(checkpoint_path(settings, target))
+    if not full_refresh and log_version(spark, str(target.path(settings))) is not None:
+        current = spark.read.format("delta").load(str(target.path(settings))).schema
+        expected = silver_schema(spark, spark.read.format("delta").load(bronze_path), source)
+        if not _same_shape(current, expected):
+            log.warning("%s: the config changed its columns; refining all of bronze again", target)
+            full_refresh = True
+    if full_refresh:
+        remove(spark, checkpoint)
     rules = rules_for(source)
-    bronze = read(spark, bronze_table(dataset, source_name))
-    checked = (
-        bronze.transform(with_declared_types(source))
-        .transform(check(rules))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    state = Refinement(
+        spark,
+        settings,
+        dataset,
+        source_name,
+        key,
+        run_id,
+        rules,
+        checkpoint,
+    )
+    stream = spark.readStream.format("delta").option("skipChangeCommits", "true")
+    if source.max_files_per_trigger:
+        stream = stream.option("maxFilesPerTrigger", source.max_files_per_trigger)
+    query = (
+        stream.load(bronze_path)
+        .writeStream.foreachBatch(state.process)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .queryName(f"refine_{target.name}")
     )
     try:
-        tally = _tally(checked, rules)
-        fatal = [r for r in rules if r.action == "fail" and tally.failures[r.name]]
-        if fatal:
-            detail = "; ".join(
-                f"{r.name!r} failed on {tally.failures[r.name]} row(s)" for r in fatal
-            )
-            raise ExpectationError(
-                f"{bronze_table(dataset, source_name)}: expectation {detail} "
-                f"(of {tally.rows}); nothing was written to silver or quarantine"
-            )
-        parts = split_checked(checked)
-        found = fences(parts.kept, dict(source.outliers))
-        outlier_rules = quarantine_rules(found)
-        outlier_checked = parts.kept.transform(check(outlier_rules))
-        by_outlier = split_checked(outlier_checked)
-        outlier_tally = _tally(outlier_checked, outlier_rules) if outlier_rules else None
-        kept = by_outlier.kept.withColumns(dict(flag_and_clip(found, dict(source.schema_))))
-        outside = _outside_counts(parts.kept, found)
-        order = [c for c in [source.order_by] if c] + ["_file_modification_time", "_source_file"]
-        extra = [OUTLIERS] if OUTLIERS in kept.columns else []
-        dups = count_duplicates(kept, source.key)
-        silver = (
-            # exact copies collapse with the other versions of their key; the row hash last
-            # makes the choice among equals the same in every run
-            kept.transform(keep_latest_per_key(source.key, [*order, "_row_hash"]))
-            .transform(with_pseudonyms(source, key))
-            .select(*source.silver_columns(), *extra, *SILVER_METADATA)
-        )
-        now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
-        rejected = parts.rejected.unionByName(by_outlier.rejected)
-        quarantine = rejected.select(
-            *[F.col(f"{RAW_PREFIX}{c}").alias(c) for c in source.schema_],
-            *[c for c in [CORRUPT, RESCUED, DECODE_ERROR] if c in bronze.columns],
-            *METADATA_COLUMNS,
-            REASONS,
-            F.lit(run_id).alias("_run_id"),
-            now.alias("_quarantined_at"),
-        )
-        target = silver_table(dataset, source_name)
-        silver_order = [source.silver_name(c) for c in order]
-        upserted = upsert_latest(
-            silver, str(target.path(settings)), source.silver_name(source.key), silver_order
-        )
-        register(spark, settings, target)
-        overwrite(quarantine, settings, quarantine_table(dataset, source_name))
-    finally:
-        checked.unpersist()
-    outlier_rejected = outlier_tally.rejected if outlier_tally else 0
-    failures = {**tally.failures, **(outlier_tally.failures if outlier_tally else {})}
-    counts = RefineCounts(
-        rows_in=tally.rows,
-        silver=upserted,
-        exact_duplicates=dups.exact,
-        key_duplicates=dups.key,
-        quarantined=tally.rejected + outlier_rejected,
-        dropped=tally.dropped,
-        unchanged=dups.keys - upserted,
-        rule_failures=failures,
-    )
-    per_rule = [
-        (r.name, r.action, failures[r.name], tally.rows - failures[r.name])
-        for r in [*rules, *outlier_rules]
-    ]
-    per_column = [
-        (f.column, f.method, f.threshold, f.action, f.low, f.high, outside[f.column]) for f in found
-    ]
-    metrics = spark.createDataFrame(
-        [
-            (
-                run_id,
-                dataset.name,
-                source_name,
-                counts.rows_in,
-                counts.silver,
-                counts.duplicates,
-                counts.quarantined,
-                counts.dropped,
-                counts.exact_duplicates,
-                counts.key_duplicates,
-                counts.unchanged,
-                per_rule,
-                per_column,
-            )
-        ],
-        METRICS_SCHEMA,
-    ).withColumn("measured_at", now)
-    append(metrics, settings, QUALITY_METRICS, merge_schema=True)  # older runs lack columns
-    return counts
+        query.start().awaitTermination()
+    except Exception:
+        if state.error is not None:
+            raise state.error from None
+        raise
+    return RefineCounts.total(state.counts)
+
+
+def reprocess_source(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    source_name: str,
+    key: bytes,
+    run_id: str,
+) -> RefineCounts:
+    """Run the source's quarantined rows through the current rules again (after a fix to a
+    rule or to the rows themselves): the rows that pass now move to silver, exactly once; the
+    others stay in quarantine with their new reasons. See `Refinement.reprocess`."""
+    validate_expectations(spark, dataset, source_name)
+    rules = rules_for(dataset.structured()[source_name])
+    state = Refinement(spark, settings, dataset, source_name, key, run_id, rules)
+    return state.reprocess()

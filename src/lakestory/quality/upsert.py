@@ -3,8 +3,17 @@ arrives late never overwrites a newer one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+
+from lakestory.ingestion.streams import operation_metrics, txn_commit
+from lakestory.io import log_version
+
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 
 def _q(alias: str, column: str) -> str:
@@ -24,28 +33,65 @@ def newer(order: list[str], source: str = "s", target: str = "t") -> str:
     return f"({later} OR ({s} <=> {t} AND {newer(rest, source, target)}))"
 
 
-def upsert_latest(frame: DataFrame, path: str, key: str, order: list[str]) -> int:
-    """MERGE `frame` (one row per `key`) into the Delta table at `path`: insert new keys,
-    replace a row only with a newer one by `order`. Returns the rows inserted or updated.
+@contextmanager
+def idempotent(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Make the Delta DML commands run in this block idempotent: Delta skips a commit whose
+    (app id, version) the table already has. DataFrame writes take the same pair as options;
+    MERGE only reads it from these session settings."""
+    spark.conf.set(TXN_APP_ID, app_id)
+    spark.conf.set(TXN_VERSION, str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+        spark.conf.unset(TXN_VERSION)
 
-    A table whose columns differ from the frame's (the config changed) is replaced instead:
-    the frame is recomputed from the whole of bronze, so it is the whole of silver."""
+
+def upsert_latest(
+    frame: DataFrame,
+    path: str,
+    key: str,
+    order: list[str],
+    txn: tuple[str, int],
+    replace: bool = False,
+) -> int:
+    """MERGE `frame` (one row per `key`) into the Delta table at `path`: insert new keys,
+    replace a row only with a newer one by `order`. With `replace`, or when there is no table
+    yet, the frame becomes the table instead. Either commit carries `txn` (app id, batch), so a
+    replayed batch changes nothing. Returns the rows the commit for `txn` inserted or updated
+    (read from that commit, so a replay returns what the first attempt did)."""
     spark = frame.sparkSession
-    if not DeltaTable.isDeltaTable(spark, path):
-        frame.write.format("delta").save(path)
-        return spark.read.format("delta").load(path).count()
-    target = DeltaTable.forPath(spark, path)
-    if target.toDF().columns != frame.columns:
-        frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
-        return spark.read.format("delta").load(path).count()
-    (
-        target.alias("t")
-        .merge(frame.alias("s"), f"{_q('t', key)} = {_q('s', key)}")
-        .whenMatchedUpdateAll(condition=newer(order))
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    metrics = target.history(1).select("operation", "operationMetrics").first()
-    assert metrics is not None and metrics["operation"] == "MERGE"
-    done = metrics["operationMetrics"]
-    return int(done.get("numTargetRowsInserted", 0)) + int(done.get("numTargetRowsUpdated", 0))
+    app_id, version = txn
+    before = log_version(spark, path)
+    if replace or before is None:
+        (
+            frame.write.format("delta")
+            .mode("overwrite")
+            .option("overwriteSchema", "true")
+            .option("txnAppId", app_id)
+            .option("txnVersion", version)
+            .save(path)
+        )
+    else:
+        target = DeltaTable.forPath(spark, path)
+        with idempotent(spark, app_id, version):
+            (
+                target.alias("t")
+                .merge(frame.alias("s"), f"{_q('t', key)} = {_q('s', key)}")
+                .whenMatchedUpdateAll(condition=newer(order))
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+    return committed_upserts(spark, path, txn)
+
+
+def committed_upserts(spark: SparkSession, path: str, txn: tuple[str, int]) -> int:
+    """The rows that the commit for `txn` (app id, batch) inserted or updated in the table."""
+    latest = log_version(spark, path)
+    actions = None if latest is None else txn_commit(spark, path, latest, *txn)
+    if actions is None:
+        raise RuntimeError(f"{path}: no commit for batch {txn[1]} of {txn[0]}")
+    done = operation_metrics(actions)
+    if "numTargetRowsInserted" in done:  # a MERGE
+        return done["numTargetRowsInserted"] + done.get("numTargetRowsUpdated", 0)
+    return done.get("numOutputRows", 0)

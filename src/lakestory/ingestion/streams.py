@@ -1,0 +1,84 @@
+"""What a streaming checkpoint and a Delta log say about a micro-batch, for the stages that write
+each batch with an idempotent commit (`txnAppId`/`txnVersion`): ingest and refine.
+
+A batch's commits carry the pair (app id, batch id) in their `txn` action; Delta skips a commit
+whose pair the table already has, so a batch replayed after a crash is written once. The app id
+is taken from the checkpoint's query id: stable across restarts of one checkpoint, new for a
+new one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lakestory.ingestion.landing import _fs, list_files, read_text
+
+# a commit is read back whole to find what it did; one larger than this (tens of thousands of
+# files) is not read
+COMMIT_READ_LIMIT = 16 << 20
+
+
+def query_id(spark: SparkSession, checkpoint: str) -> str:
+    """The id of the streaming query whose checkpoint this is ("unknown" before its start)."""
+    meta = read_text(spark, f"{checkpoint}/metadata")
+    return str(json.loads(meta)["id"]) if meta else "unknown"
+
+
+def _batch_ids(spark: SparkSession, folder: str) -> list[int]:
+    return [
+        int(name)
+        for f in list_files(spark, folder)
+        if (name := f.path.rsplit("/", 1)[-1]).isdigit()
+    ]
+
+
+def pending_batch(spark: SparkSession, checkpoint: str) -> int | None:
+    """The batch in the checkpoint's offset log but not in its commit log, if there is one: the
+    stream re-runs it first."""
+    planned = _batch_ids(spark, f"{checkpoint}/offsets")
+    done = _batch_ids(spark, f"{checkpoint}/commits")
+    if planned and max(planned) > max(done, default=-1):
+        return max(planned)
+    return None
+
+
+def remove(spark: SparkSession, path: str) -> None:
+    """Delete a folder (a checkpoint, say) on whatever filesystem holds it."""
+    fs, hpath = _fs(spark, path)
+    if fs.exists(hpath):
+        fs.delete(hpath, True)
+
+
+def commit_actions(spark: SparkSession, table: str, version: int) -> list[dict[str, Any]] | None:
+    """The actions of one commit of the Delta table at `table`; None if it is not there or is
+    too large to read back."""
+    text = read_text(spark, f"{table}/_delta_log/{version:020d}.json", limit=COMMIT_READ_LIMIT)
+    if text is None or len(text.encode("utf-8")) >= COMMIT_READ_LIMIT:
+        return None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def carries(actions: list[dict[str, Any]], app_id: str, batch: int) -> bool:
+    txn = next((a["txn"] for a in actions if "txn" in a), None)
+    return txn is not None and txn.get("appId") == app_id and txn.get("version") == batch
+
+
+def txn_commit(
+    spark: SparkSession, table: str, latest: int, app_id: str, batch: int, look_back: int = 50
+) -> list[dict[str, Any]] | None:
+    """The actions of the commit that wrote (app id, batch), searched from version `latest`
+    back; None if none of the last `look_back` commits did."""
+    for version in range(latest, max(latest - look_back, -1), -1):
+        actions = commit_actions(spark, table, version)
+        if actions is not None and carries(actions, app_id, batch):
+            return actions
+    return None
+
+
+def operation_metrics(actions: list[dict[str, Any]]) -> dict[str, int]:
+    """A commit's `operationMetrics` (Delta writes them as strings), as integers."""
+    info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    return {k: int(v) for k, v in info.get("operationMetrics", {}).items() if str(v).isdigit()}
