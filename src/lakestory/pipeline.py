@@ -164,7 +164,12 @@ def reprocess(ctx: Context) -> Outcome:
     for name in ds.structured():
         counts = reprocess_source(ctx.spark, ctx.settings, ds, name, key, run_id)
         outputs[name] = counts.__dict__
-        parts.append(_refined(ds, name, counts).replace(" (of ", " still (of ", 1))
+        parts.append(
+            f"{silver_table(ds, name)} {counts.silver} rows upserted, "
+            f"{counts.duplicates + counts.unchanged} collapsed or already there, "
+            f"{counts.dropped} dropped, {counts.quarantined} still quarantined "
+            f"(of {counts.rows_in} reprocessed)"
+        )
     return Outcome("reprocess", True, "; ".join(parts), outputs)
 
 
