@@ -444,7 +444,7 @@ class Refinement:
 
             def write_quarantine(frame: DataFrame) -> None:
                 rejected = frame.where(is_rejected).select(*columns)
-                _write_quarantine(rejected, settings, quarantine, txn, replace)
+                _write_once(rejected, settings, quarantine, txn, replace)
 
         ranked = _ranked(checked.where(action.isNull() | (action == "warn")), source, found)
         silver_path = str(self.silver.path(settings))
@@ -530,7 +530,7 @@ class Refinement:
             per_column,
         )
         metrics = self.spark.createDataFrame([row], METRICS_SCHEMA).withColumn("measured_at", now)
-        _append_once(metrics, self.settings, QUALITY_METRICS, txn)
+        _write_once(metrics, self.settings, QUALITY_METRICS, txn)
 
     def reprocess(self) -> RefineCounts:
         """Run the rows in quarantine through the current rules again: the ones that pass now
@@ -574,9 +574,15 @@ class Refinement:
         ]
 
 
-def _write_quarantine(
-    rows: DataFrame, settings: Settings, table: TableRef, txn: tuple[str, int], replace: bool
+def _write_once(
+    rows: DataFrame,
+    settings: Settings,
+    table: TableRef,
+    txn: tuple[str, int],
+    replace: bool = False,
 ) -> None:
+    """Append `rows` (or, with `replace`, replace the table with them), once per (app id,
+    batch); an older table gains the columns it lacks."""
     writer = rows.write.format("delta").option("txnAppId", txn[0]).option("txnVersion", txn[1])
     if replace:
         writer = writer.mode("overwrite").option("overwriteSchema", "true")
@@ -608,21 +614,6 @@ def _resolve_quarantine(
             )
             .execute()
         )
-
-
-def _append_once(
-    rows: DataFrame, settings: Settings, table: TableRef, txn: tuple[str, int]
-) -> None:
-    """Append, once per (app id, batch); older tables gain the columns they lack."""
-    (
-        rows.write.format("delta")
-        .mode("append")
-        .option("mergeSchema", "true")
-        .option("txnAppId", txn[0])
-        .option("txnVersion", txn[1])
-        .save(str(table.path(settings)))
-    )
-    register(rows.sparkSession, settings, table)
 
 
 def refine_source(
