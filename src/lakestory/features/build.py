@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
 from lakestory.config.models import SplitFractions
-from lakestory.io import TableRef, overwrite, read
+from lakestory.io import TableRef, local_frame, overwrite, read
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -124,8 +124,8 @@ def fit_standard_scaler(train: DataFrame, names: list[str]) -> ScalerParams:
 
 
 def params_frame(spark: SparkSession, params: ScalerParams) -> DataFrame:
-    return spark.createDataFrame(
-        params.rows(), "position int, feature string, mean double, std double"
+    return local_frame(
+        spark, params.rows(), "position int, feature string, mean double, std double"
     )
 
 

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from lakestory.config import BinarySource
 from lakestory.ingestion.landing import LandedFile
 from lakestory.ingestion.media import describe_batches, described_schema
+from lakestory.io import local_frame
 
 
 def read_binary(spark: SparkSession, source: BinarySource, files: list[LandedFile]) -> DataFrame:
@@ -31,7 +32,8 @@ def read_binary(spark: SparkSession, source: BinarySource, files: list[LandedFil
 
     raw = spark.read.format("binaryFile").load([f.path for f in files])
     described = raw.mapInPandas(describe, described_schema())
-    modified = spark.createDataFrame(
+    modified = local_frame(
+        spark,
         [(f.path, datetime.fromtimestamp(f.modification_ms / 1000, timezone.utc)) for f in files],
         "path string, _file_modification_time timestamp",
     )

@@ -42,7 +42,14 @@ from lakestory.ingestion.structured import (
     read_structured,
     sampled_type_changes,
 )
-from lakestory.io import TableRef, checkpoint_path, ensure_layers, log_version, register
+from lakestory.io import (
+    TableRef,
+    checkpoint_path,
+    ensure_layers,
+    local_frame,
+    log_version,
+    register,
+)
 
 log = logging.getLogger("lakestory.ingest")
 
@@ -288,7 +295,7 @@ class _Ingestion:
             t.empty_files += status == "empty"
         t.files_new += len(landed)
         t.drift_events += len(drift)
-        files_df = self.spark.createDataFrame(files, ops.FILES_SCHEMA)
+        files_df = local_frame(self.spark, files, ops.FILES_SCHEMA)
         if batch_id is None:  # outside a streaming batch: a plain append
             ops.append_files(files_df, self.settings)
             return
@@ -322,7 +329,7 @@ class _Ingestion:
                 )
                 for d in drift
             ]
-            drift_df = self.spark.createDataFrame(drift_rows, ops.DRIFT_SCHEMA)
+            drift_df = local_frame(self.spark, drift_rows, ops.DRIFT_SCHEMA)
             ops.append_batch_log(drift_df, self.settings, ops.SCHEMA_DRIFT, app, batch_id, replay)
 
 

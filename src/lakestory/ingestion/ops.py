@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Settings
-from lakestory.io import TableRef, exists, register
+from lakestory.io import TableRef, exists, local_frame, register
 
 # readers of the log select by dataset and source; statistics on the other columns would only
 # make every small append slower
@@ -101,7 +101,7 @@ def append_files(df: DataFrame, settings: Settings) -> None:
 
 def record_run(spark: SparkSession, settings: Settings, run: IngestionRun) -> None:
     _append(
-        spark.createDataFrame([tuple(asdict(run).values())], RUNS_SCHEMA), settings, INGESTION_RUNS
+        local_frame(spark, [tuple(asdict(run).values())], RUNS_SCHEMA), settings, INGESTION_RUNS
     )
 
 

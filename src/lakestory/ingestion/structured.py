@@ -33,7 +33,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -52,6 +51,7 @@ from pyspark.sql.types import (
 
 from lakestory.config import Source
 from lakestory.ingestion.landing import SNIFF_BYTES, head
+from lakestory.io import local_frame
 
 CORRUPT = "_corrupt_record"
 RESCUED = "_rescued"
@@ -223,7 +223,7 @@ def sampled_type_changes(
     """Per file, the declared non-text columns whose sampled values mostly fail to cast.
 
     The casts are Spark's own (`try_cast`), on at most TYPE_SAMPLE_ROWS records per file,
-    handed to Spark as a pandas frame (several times faster than Python rows)."""
+    handed to Spark as a local frame."""
     typed = [(name, dtype) for name, dtype in declared.items() if dtype != "string"]
     rows = [
         (path, *[record.get(name) for name, _ in typed])
@@ -234,7 +234,7 @@ def sampled_type_changes(
         return []
     names = ["file"] + [f"c{i}" for i in range(len(typed))]
     schema = StructType([StructField(n, StringType()) for n in names])
-    local = spark.createDataFrame(pd.DataFrame(rows, columns=names, dtype=object), schema)
+    local = local_frame(spark, rows, schema)
     checks = []
     for i, (_, dtype) in enumerate(typed):
         c = F.col(f"c{i}")

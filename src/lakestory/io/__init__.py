@@ -3,6 +3,7 @@
 Nothing else in lakestory knows where or how a table is stored.
 """
 
+from lakestory.io.local import local_frame
 from lakestory.io.tables import (
     LAYERS,
     TableRef,
@@ -24,6 +25,7 @@ __all__ = [
     "checkpoint_path",
     "ensure_layers",
     "exists",
+    "local_frame",
     "log_version",
     "overwrite",
     "read",

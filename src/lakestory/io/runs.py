@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Settings
+from lakestory.io.local import local_frame
 from lakestory.io.tables import TableRef, append, exists
 
 STAGE_RUNS = TableRef("ops", "stage_runs")
@@ -61,4 +62,4 @@ def record_run(spark: SparkSession, settings: Settings, run: StageRun) -> None:
         json.dumps(run.outputs, sort_keys=True),
         datetime.now(timezone.utc).replace(tzinfo=None),
     )
-    append(spark.createDataFrame([row], SCHEMA), settings, STAGE_RUNS)
+    append(local_frame(spark, [row], SCHEMA), settings, STAGE_RUNS)

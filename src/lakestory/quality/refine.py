@@ -42,7 +42,7 @@ from lakestory.ingestion import (
     bronze_table,
 )
 from lakestory.ingestion.streams import carries, commit_actions, query_id, remove
-from lakestory.io import TableRef, checkpoint_path, log_version, register
+from lakestory.io import TableRef, checkpoint_path, local_frame, log_version, register
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
 from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
@@ -529,7 +529,7 @@ class Refinement:
             per_rule,
             per_column,
         )
-        metrics = self.spark.createDataFrame([row], METRICS_SCHEMA).withColumn("measured_at", now)
+        metrics = local_frame(self.spark, [row], METRICS_SCHEMA).withColumn("measured_at", now)
         _write_once(metrics, self.settings, QUALITY_METRICS, txn)
 
     def reprocess(self) -> RefineCounts:
