@@ -124,7 +124,9 @@ def _refined(ds: Dataset, name: str, counts: RefineCounts) -> str:
         f"{silver_table(ds, name)} {counts.silver} rows upserted, "
         f"{counts.exact_duplicates} exact and {counts.key_duplicates} key duplicates, "
         f"{counts.unchanged} unchanged, "
-        f"{counts.quarantined} quarantined, {counts.dropped} dropped (of {counts.rows_in})"
+        f"{counts.quarantined} quarantined, {counts.dropped} dropped"
+        + (f", {counts.unlabeled} unlabeled" if counts.unlabeled else "")
+        + f" (of {counts.rows_in})"
     )
 
 

@@ -73,6 +73,11 @@ def summary(ctx: Context) -> str:
             f'  lakestory sql "SELECT _reasons, count(*) FROM quarantine.{ds.name}_{source} '
             'GROUP BY _reasons"'
         )
+    for source, spec in ds.structured().items():
+        if spec.label and "unlabeled" in (spec.label.on_missing, spec.label.on_invalid):
+            lines.append(
+                f'  lakestory sql "SELECT * FROM silver.{ds.name}_{source}_unlabeled LIMIT 10"'
+            )
     if ds.model:
         lines.append(f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}")
     lines += [

@@ -54,9 +54,36 @@ class Settings(Frozen):
         return self.mlflow.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
 
+LabelRoute = Literal["quarantine", "unlabeled"]
+
+
+class LabelConflicts(Frozen):
+    """Identical content under different labels, found through a binary source of the same
+    dataset: `file` names this source's column holding the file's name, matched against the
+    last part of the binary source's file paths; files with the same sha256 must carry one
+    label."""
+
+    source: str
+    file: str
+    action: Literal["warn", "quarantine"] = "quarantine"
+
+
 class Label(Frozen):
+    """The label column, its allowed values, and where rows without a usable label go.
+
+    A label is missing when it is null, empty, or one of the `missing` tokens (compared trimmed
+    and case-insensitively, e.g. `unknown`); it is invalid when it is none of `allowed`.
+    `on_missing` and `on_invalid` route such rows to quarantine, or to the `unlabeled` table,
+    `silver.<dataset>_<source>_unlabeled`, pseudonymised like silver and kept for later
+    labelling: a labelled version of the record arriving later takes its row out of it.
+    """
+
     column: str
     allowed: list[int | str]
+    missing: list[str] = Field(default_factory=list)
+    on_missing: LabelRoute = "quarantine"
+    on_invalid: LabelRoute = "quarantine"
+    conflicts: LabelConflicts | None = None
 
 
 Action = Literal["warn", "drop", "quarantine", "fail"]
@@ -215,6 +242,13 @@ class Source(Frozen):
             named.add(self.order_by)
         if self.label:
             named.add(self.label.column)
+            if self.label.conflicts:
+                named.add(self.label.conflicts.file)
+                personal = self.personal.columns()
+                if self.label.conflicts.file in personal or self.key in personal:
+                    raise ValueError(
+                        "label.conflicts: the key and `file` must not be personal columns"
+                    )
         unknown = sorted(named - set(self.schema_))
         if unknown:
             raise ValueError(f"columns not in schema: {', '.join(unknown)}")
@@ -363,6 +397,17 @@ class Dataset(Frozen):
             if not name.isidentifier() or not name.islower():
                 raise ValueError(f"source name {name!r} must be a lower-case identifier")
         return sources
+
+    @model_validator(mode="after")
+    def _conflicts_refer_to_binary_sources(self) -> Dataset:
+        for name, source in self.structured().items():
+            conflicts = source.label.conflicts if source.label else None
+            if conflicts and not isinstance(self.sources.get(conflicts.source), BinarySource):
+                raise ValueError(
+                    f"sources.{name}.label.conflicts.source: {conflicts.source!r} is not a "
+                    "binary source of this dataset"
+                )
+        return self
 
     @model_validator(mode="after")
     def _features_refer_to_sources(self) -> Dataset:

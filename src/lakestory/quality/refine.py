@@ -45,6 +45,7 @@ from lakestory.ingestion.streams import carries, commit_actions, query_id, remov
 from lakestory.io import TableRef, checkpoint_path, local_frame, log_version, register
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
+from lakestory.quality.labels import LABEL_TEXT, UNLABELED, label_rules
 from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
@@ -66,10 +67,16 @@ RAW_PREFIX = "__raw_"
 # kept in silver: where each row came from, and what orders two versions of a record
 SILVER_METADATA = ["_source_file", "_file_modification_time", "_ingested_at"]
 QUALITY_METRICS = TableRef("ops", "quality_metrics")
+RETRACT = "__retract"  # a labelled row, which takes its key out of the unlabeled table
 
 
 def silver_table(dataset: Dataset, source_name: str) -> TableRef:
     return TableRef("silver", f"{dataset.name}_{source_name}")
+
+
+def unlabeled_table(dataset: Dataset, source_name: str) -> TableRef:
+    """Rows whose label is missing or invalid, kept for later labelling (see `Label`)."""
+    return TableRef("silver", f"{dataset.name}_{source_name}_unlabeled")
 
 
 def with_declared_types(source: Source) -> Transform:
@@ -87,8 +94,9 @@ def with_declared_types(source: Source) -> Transform:
     return _apply
 
 
-def rules_for(source: Source) -> list[Rule]:
-    """The checks of a source: parseable record, required fields, types, label, expectations."""
+def rules_for(source: Source, dataset: Dataset | None = None) -> list[Rule]:
+    """The checks of a source: parseable record, required fields, types, label, expectations.
+    Label conflicts, which look at another source of the dataset, need `dataset`."""
     label = source.label.column if source.label else None
     rules = [
         not_malformed(CORRUPT),
@@ -100,16 +108,9 @@ def rules_for(source: Source) -> list[Rule]:
     for column, spark_type in source.schema_.items():
         if spark_type != "string" and column != label:
             rules.append(castable(column, f"{RAW_PREFIX}{column}", spark_type))
-    if source.label:
-        label = source.label.column
-        raw = F.trim(F.col(f"{RAW_PREFIX}{label}"))
-        rules.append(Rule("label_missing", raw.isNotNull() & (raw != "")))
-        rules.append(
-            Rule(
-                "label_invalid",
-                (raw.isNull() | (raw == "")) | F.col(label).isin(*source.label.allowed),
-            )
-        )
+    if label is not None:
+        raw = f"{RAW_PREFIX}{label}"
+        rules.extend(label_rules(SparkSession.active(), source, raw, _order(source), dataset))
     if source.expectations:
         spark = SparkSession.active()
         rules.extend(from_expectation(spark, e) for e in source.expectations)
@@ -198,6 +199,7 @@ class RefineCounts:
     quarantined: int
     dropped: int = 0
     unchanged: int = 0  # latest versions silver already had, as they are or newer
+    unlabeled: int = 0  # rows sent to the unlabeled table (missing or invalid label)
     rule_failures: dict[str, int] = field(default_factory=dict)
     batches: int = 0
 
@@ -209,7 +211,7 @@ class RefineCounts:
             for name, n in p.rule_failures.items():
                 failures[name] = failures.get(name, 0) + n
         fields = ("rows_in", "silver", "exact_duplicates", "key_duplicates", "quarantined")
-        more = ("dropped", "unchanged", "batches")
+        more = ("dropped", "unchanged", "unlabeled", "batches")
         sums = {f: sum(getattr(p, f) for p in parts) for f in (*fields, *more)}
         return cls(**sums, rule_failures=failures)
 
@@ -220,7 +222,12 @@ class RefineCounts:
     @property
     def reconciles(self) -> bool:
         return self.rows_in == (
-            self.silver + self.duplicates + self.unchanged + self.quarantined + self.dropped
+            self.silver
+            + self.duplicates
+            + self.unchanged
+            + self.quarantined
+            + self.dropped
+            + self.unlabeled
         )
 
 
@@ -230,6 +237,7 @@ class _Tally:
     kept: int
     dropped: int
     rejected: int
+    unlabeled: int
     failures: dict[str, int]
     outside: dict[str, int]  # rows outside each column's fences
 
@@ -243,6 +251,7 @@ def _tally_counts(rules: list[Rule], found: list[Fence]) -> list[Column]:
         F.count_if(action.isNull() | (action == "warn")).alias("kept"),
         F.count_if(action == "drop").alias("dropped"),
         F.count_if(action.isin("quarantine", "fail")).alias("rejected"),
+        F.count_if(action == UNLABELED).alias("unlabeled"),
         *[
             F.count_if(F.array_contains(F.col(REASONS), r.name)).alias(f"rule{i}")
             for i, r in enumerate(rules)
@@ -260,6 +269,7 @@ def _tally_of(row: Row | dict[str, Any], rules: list[Rule], found: list[Fence]) 
         n("kept"),
         n("dropped"),
         n("rejected"),
+        n("unlabeled"),
         {r.name: n(f"rule{i}") for i, r in enumerate(rules)},
         {f.column: n(f"outside{i}") for i, f in enumerate(found)},
     )
@@ -294,7 +304,7 @@ METRICS_SCHEMA = (
     "run_id string, dataset string, source string, stream_id string, batch_id long, "
     "rows_in long, silver long, "
     "duplicates long, quarantined long, dropped long, "
-    "exact_duplicates long, key_duplicates long, unchanged long, "
+    "exact_duplicates long, key_duplicates long, unchanged long, unlabeled long, "
     "rules array<struct<name: string, action: string, failed: long, passed: long>>, "
     "outliers array<struct<column: string, method: string, threshold: double, action: string, "
     "low: double, high: double, rows: long>>"
@@ -315,12 +325,14 @@ def _ranked(kept: DataFrame, source: Source, found: list[Fence]) -> DataFrame:
     return kept.transform(rank_versions(source.key, [*_order(source), "_row_hash"]))
 
 
-def _silver_rows(ranked: DataFrame, source: Source, key: bytes) -> DataFrame:
+def _silver_rows(
+    ranked: DataFrame, source: Source, key: bytes, keep: tuple[str, ...] = ()
+) -> DataFrame:
     extra = [OUTLIERS] if OUTLIERS in ranked.columns else []
     return (
         ranked.where(F.col(RANK) == 1)
         .transform(with_pseudonyms(source, key))
-        .select(*source.silver_columns(), *extra, *SILVER_METADATA)
+        .select(*source.silver_columns(), *extra, *SILVER_METADATA, *keep)
     )
 
 
@@ -382,6 +394,10 @@ class Refinement:
     @property
     def quarantine(self) -> TableRef:
         return quarantine_table(self.dataset, self.source_name)
+
+    @property
+    def unlabeled(self) -> TableRef:
+        return unlabeled_table(self.dataset, self.source_name)
 
     @property
     def app_id(self) -> str:
@@ -463,6 +479,8 @@ class Refinement:
 
         # silver first: a row that leaves quarantine (`resolve`) must be in silver already
         dups = duplicates_of(_observed(ranked, duplicate_counts(), upsert, silver_path, txn))
+        if any(r.action == UNLABELED for r in rules):
+            self._write_unlabeled(checked, found, txn, replace)
         quarantine_path = str(quarantine.path(settings))
         counted = _observed(
             checked, _tally_counts(rules, found), write_quarantine, quarantine_path, txn
@@ -477,11 +495,39 @@ class Refinement:
             quarantined=tally.rejected,
             dropped=tally.dropped,
             unchanged=dups.keys - upserted,
+            unlabeled=tally.unlabeled,
             rule_failures=tally.failures,
             batches=1,
         )
         self._record(counts, tally, rules, found, txn, now)
         return counts
+
+    def _write_unlabeled(
+        self, checked: DataFrame, found: list[Fence], txn: tuple[str, int], replace: bool
+    ) -> None:
+        """MERGE the latest unlabeled version of each key into the unlabeled table, with the
+        label as it landed and the reasons; a key whose latest version in the batch has a
+        label leaves the table instead (unless the table's version is newer)."""
+        source, action = self.source, F.col(ACTION)
+        assert source.label is not None
+        both = checked.where(action.isNull() | action.isin("warn", UNLABELED)).withColumns(
+            {
+                RETRACT: action.isNull() | (action != UNLABELED),
+                LABEL_TEXT: F.col(f"{RAW_PREFIX}{source.label.column}"),
+            }
+        )
+        ranked = _ranked(both, source, found)
+        rows = _silver_rows(ranked, source, self.key, keep=(LABEL_TEXT, REASONS, RETRACT))
+        upsert_latest(
+            rows,
+            str(self.unlabeled.path(self.settings)),
+            source.silver_name(source.key),
+            [source.silver_name(c) for c in _order(source)],
+            txn,
+            replace=replace,
+            retract=RETRACT,
+        )
+        register(self.spark, self.settings, self.unlabeled)
 
     def _stop_on_failures(self, tally: _Tally, rules: list[Rule]) -> None:
         fatal = [r for r in rules if r.action == "fail" and tally.failures[r.name]]
@@ -526,6 +572,7 @@ class Refinement:
             counts.exact_duplicates,
             counts.key_duplicates,
             counts.unchanged,
+            counts.unlabeled,
             per_rule,
             per_column,
         )
@@ -645,7 +692,7 @@ def refine_source(
             full_refresh = True
     if full_refresh:
         remove(spark, checkpoint)
-    rules = rules_for(source)
+    rules = rules_for(source, dataset)
     state = Refinement(
         spark,
         settings,
@@ -687,6 +734,6 @@ def reprocess_source(
     rule or to the rows themselves): the rows that pass now move to silver, exactly once; the
     others stay in quarantine with their new reasons. See `Refinement.reprocess`."""
     validate_expectations(spark, dataset, source_name)
-    rules = rules_for(dataset.structured()[source_name])
+    rules = rules_for(dataset.structured()[source_name], dataset)
     state = Refinement(spark, settings, dataset, source_name, key, run_id, rules)
     return state.reprocess()

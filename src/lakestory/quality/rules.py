@@ -12,8 +12,10 @@ from lakestory.config.models import Expectation
 
 REASONS = "_reasons"
 ACTION = "_action"
-# a row's fate is decided by the most severe action among the rules it fails
-SEVERITY = ("warn", "drop", "quarantine", "fail")
+# a row's fate is decided by the most severe action among the rules it fails; `unlabeled`
+# (only label rules have it) sends a row to the source's unlabeled table, unless a rule that
+# drops, quarantines or fails it says otherwise
+SEVERITY = ("warn", "unlabeled", "drop", "quarantine", "fail")
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -183,6 +185,7 @@ class Split:
     kept: DataFrame  # passed every rule, or failed only `warn` rules
     dropped: DataFrame  # failed a `drop` rule and no `quarantine` or `fail` rule
     rejected: DataFrame  # failed a `quarantine` or `fail` rule; keeps `_reasons`
+    unlabeled: DataFrame  # failed an `unlabeled` label rule and nothing worse; keeps `_reasons`
 
 
 def split_checked(checked: DataFrame) -> Split:
@@ -191,7 +194,8 @@ def split_checked(checked: DataFrame) -> Split:
     kept = checked.where(action.isNull() | (action == "warn")).drop(REASONS, ACTION)
     dropped = checked.where(action == "drop").drop(ACTION)
     rejected = checked.where(action.isin("quarantine", "fail")).drop(ACTION)
-    return Split(kept, dropped, rejected)
+    unlabeled = checked.where(action == "unlabeled").drop(ACTION)
+    return Split(kept, dropped, rejected, unlabeled)
 
 
 def split(df: DataFrame, rules: list[Rule]) -> Split:

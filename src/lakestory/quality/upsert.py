@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakestory.ingestion.streams import operation_metrics, txn_commit
 from lakestory.io import log_version
@@ -54,18 +55,25 @@ def upsert_latest(
     order: list[str],
     txn: tuple[str, int],
     replace: bool = False,
+    retract: str | None = None,
 ) -> int:
     """MERGE `frame` (one row per `key`) into the Delta table at `path`: insert new keys,
     replace a row only with a newer one by `order`. With `replace`, or when there is no table
     yet, the frame becomes the table instead. Either commit carries `txn` (app id, batch), so a
     replayed batch changes nothing. Returns the rows the commit for `txn` inserted or updated
-    (read from that commit, so a replay returns what the first attempt did)."""
+    (read from that commit, so a replay returns what the first attempt did).
+
+    With `retract`, a boolean column of `frame`, a row where it is true is not written: it
+    takes its key out of the table, unless the table's row is newer."""
     spark = frame.sparkSession
     app_id, version = txn
+    columns = [c for c in frame.columns if c != retract]
     before = log_version(spark, path)
     if replace or before is None:
+        rows = frame if retract is None else frame.where(~F.col(retract))
         (
-            frame.write.format("delta")
+            rows.select(*columns)
+            .write.format("delta")
             .mode("overwrite")
             .option("overwriteSchema", "true")
             .option("txnAppId", app_id)
@@ -74,14 +82,21 @@ def upsert_latest(
         )
     else:
         target = DeltaTable.forPath(spark, path)
-        with idempotent(spark, app_id, version):
-            (
-                target.alias("t")
-                .merge(frame.alias("s"), f"{_q('t', key)} = {_q('s', key)}")
-                .whenMatchedUpdateAll(condition=newer(order))
-                .whenNotMatchedInsertAll()
-                .execute()
+        merge = target.alias("t").merge(frame.alias("s"), f"{_q('t', key)} = {_q('s', key)}")
+        if retract is None:
+            merge = merge.whenMatchedUpdateAll(condition=newer(order)).whenNotMatchedInsertAll()
+        else:
+            kept = f"NOT {_q('s', retract)}"
+            values: dict[str, str | Column] = {f"`{c}`": _q("s", c) for c in columns}
+            merge = (
+                merge.whenMatchedDelete(
+                    condition=f"{_q('s', retract)} AND NOT {newer(order, 't', 's')}"
+                )
+                .whenMatchedUpdate(condition=f"{kept} AND {newer(order)}", set=values)
+                .whenNotMatchedInsert(condition=kept, values=values)
             )
+        with idempotent(spark, app_id, version):
+            merge.execute()
     return committed_upserts(spark, path, txn)
 
 

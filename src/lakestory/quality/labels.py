@@ -1,0 +1,111 @@
+"""Label rules: a missing label, a label outside the allowed set, and the same content under
+different labels.
+
+Missing and invalid labels fail `label_missing` and `label_invalid`, whose action is the
+configured route: `quarantine`, or `unlabeled` (the row goes to the source's unlabeled table,
+for later labelling). `label_conflict` joins each label row's file to the sha256 bronze holds
+for it (a binary source of the dataset) and fails every row whose content carries two or more
+labels among this batch's latest rows and silver's other rows.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakestory.config import Dataset, Source
+from lakestory.quality.dedup import keep_latest_per_key
+from lakestory.quality.rules import Rule
+
+UNLABELED = "unlabeled"  # the action that routes a row to the unlabeled table
+LABEL_TEXT = "_label_text"  # the unlabeled table's copy of the label as it landed
+CONFLICT = "__label_conflict"
+_FILE, _SHA, _LABEL = "__label_file", "__label_sha256", "__label_value"
+
+
+def is_missing(raw: Column, tokens: list[str]) -> Column:
+    """The raw label text is null, blank or one of the tokens (trimmed, any case)."""
+    text = F.lower(F.trim(raw))
+    missing = raw.isNull() | (text == "")
+    if tokens:
+        missing = missing | text.isin(*[t.strip().lower() for t in tokens])
+    return missing
+
+
+def label_rules(
+    spark: SparkSession, source: Source, raw: str, order: list[str], dataset: Dataset | None
+) -> list[Rule]:
+    """The label rules of a source with a label; `raw` names the column holding the label's
+    text as it landed, `order` what makes one version of a record later than another. Label
+    conflicts, which look at another source of the dataset, need `dataset`."""
+    label = source.label
+    assert label is not None
+    missing = is_missing(F.col(raw), label.missing)
+    rules = [
+        Rule("label_missing", ~missing, label.on_missing),
+        Rule("label_invalid", missing | F.col(label.column).isin(*label.allowed), label.on_invalid),
+    ]
+    if label.conflicts is not None:
+        if dataset is None:
+            raise ValueError("label conflicts are checked against a source of the dataset")
+        binary = f"bronze.{dataset.name}_{label.conflicts.source}"
+        silver = f"silver.{dataset.name}_{_source_name(dataset, source)}"
+        rules.append(label_conflicts(spark, source, binary, silver, order))
+    return rules
+
+
+def _source_name(dataset: Dataset, source: Source) -> str:
+    return next(name for name, s in dataset.sources.items() if s is source)
+
+
+def _file_name(path: Column) -> Column:
+    """The last part of a path or URL, decoded."""
+    return F.url_decode(F.element_at(F.split(path, "/"), -1))
+
+
+def label_conflicts(
+    spark: SparkSession, source: Source, binary: str, silver: str, order: list[str]
+) -> Rule:
+    """`label_conflict`: no other file with the same content (sha256 in the binary source's
+    bronze table) carries another label. Tables are read when a batch is checked, so each batch
+    sees what earlier ones wrote."""
+    label = source.label
+    assert label is not None and label.conflicts is not None
+    on, column, allowed = label.conflicts.file, label.column, label.allowed
+
+    def _prepare(df: DataFrame) -> DataFrame:
+        if not spark.catalog.tableExists(binary):
+            return df.withColumn(CONFLICT, F.lit(None).cast("boolean"))
+        # a file landed twice counts with its latest content
+        content = (
+            spark.read.table(binary)
+            .where(F.col("sha256").isNotNull())
+            .groupBy(_file_name(F.col("_source_file")).alias(_FILE))
+            .agg(F.max_by("sha256", "_file_modification_time").alias(_SHA))
+        )
+        labelled = F.col(column).isNotNull() & F.col(column).isin(*allowed)
+        batch = df.where(labelled).transform(keep_latest_per_key(source.key, order))
+        seen = batch.select(_file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
+        if spark.catalog.tableExists(silver):
+            key = source.silver_name(source.key)
+            others = (
+                spark.read.table(silver)
+                .where(F.col(column).isNotNull())
+                .join(batch.select(F.col(source.key).alias(key)), key, "left_anti")
+            )
+            seen = seen.unionByName(
+                others.select(_file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
+            )
+        conflicted = (
+            seen.join(content, _FILE)
+            .groupBy(_SHA)
+            .agg(F.count_distinct(_LABEL).alias("__labels"))
+            .where(F.col("__labels") > 1)
+            .select(_SHA, F.lit(True).alias(CONFLICT))
+        )
+        with_sha = df.withColumn(_FILE, _file_name(F.col(on))).join(content, _FILE, "left")
+        return with_sha.join(conflicted, _SHA, "left").drop(_FILE, _SHA)
+
+    return Rule(
+        "label_conflict", F.col(CONFLICT).isNull(), label.conflicts.action, _prepare, (CONFLICT,)
+    )
