@@ -148,11 +148,18 @@ def from_expectation(spark: SparkSession, e: Expectation) -> Rule:
 
 
 def with_reasons(rules: list[Rule]) -> Column:
-    """array<string> of the names of every rule the row fails (empty when it passes all)."""
-    failed = [F.when(~F.coalesce(rule.condition, F.lit(False)), F.lit(rule.name)) for rule in rules]
-    if not failed:
+    """array<string> of the names of every rule the row fails (empty when it passes all).
+
+    Each rule contributes its name or "" (no rule is named so), and `array_remove` drops the
+    empty ones: it compiles to Java with the rest of the row's expressions, where a `filter`
+    with a lambda is interpreted row by row and cost about half of all the checks."""
+    if not rules:
         return F.array().cast("array<string>")
-    return F.filter(F.array(*failed), lambda name: name.isNotNull())
+    names = [
+        F.when(F.coalesce(rule.condition, F.lit(False)), F.lit("")).otherwise(F.lit(rule.name))
+        for rule in rules
+    ]
+    return F.array_remove(F.array(*names), "")
 
 
 def _action(rules: list[Rule]) -> Column:
