@@ -21,6 +21,12 @@ STAGE_HELP = {
 }
 
 
+FULL_REFRESH_HELP = (
+    "refine all of bronze again (replaces silver and quarantine), not only the rows no run has "
+    "refined"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env", help="config overlay conf/<ENV>/ applied over conf/base/")
@@ -34,12 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, parents=[common], help=text, description=text)
         p.add_argument("dataset")
         if stage == "refine":
-            p.add_argument(
-                "--full-refresh",
-                action="store_true",
-                help="refine all of bronze again (replaces silver and quarantine), not only "
-                "the rows no run has refined",
-            )
+            p.add_argument("--full-refresh", action="store_true", help=FULL_REFRESH_HELP)
     text = "run quarantined rows through the current rules again; move those that pass to silver"
     p = sub.add_parser("reprocess", parents=[common], help=text, description=text)
     p.add_argument("dataset")
@@ -196,8 +197,12 @@ def job_main(stage: str, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--env")
     parser.add_argument("--conf-dir", type=Path)
+    if stage == "refine":
+        parser.add_argument("--full-refresh", action="store_true", help=FULL_REFRESH_HELP)
     args = parser.parse_args(argv)
     forwarded = [stage, args.dataset]
+    if getattr(args, "full_refresh", False):
+        forwarded.append("--full-refresh")
     if args.env:
         forwarded += ["--env", args.env]
     if args.conf_dir:

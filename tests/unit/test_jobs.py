@@ -1,0 +1,23 @@
+"""The spark-submit entry points forward their options to the CLI unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from lakestory import cli
+
+
+def test_refine_job_forwards_full_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(list(argv)) or 0)
+    assert cli.job_main("refine", ["--dataset", "customers", "--full-refresh"]) == 0
+    assert cli.job_main("refine", ["--dataset", "customers", "--env", "dev"]) == 0
+    assert seen == [
+        ["refine", "customers", "--full-refresh"],
+        ["refine", "customers", "--env", "dev"],
+    ]
+
+
+def test_other_jobs_have_no_full_refresh() -> None:
+    with pytest.raises(SystemExit):
+        cli.job_main("ingest", ["--dataset", "customers", "--full-refresh"])
