@@ -9,9 +9,10 @@ warehouse, then, in one Spark session and alternating the two sides --repeat tim
   `_row_hash`, idempotent commit, per-file read-back counts, and the ops log.
 
 The best time of each side is taken; their ratio is the figure (target <= 1.5). Each run
-also pays about two seconds whatever its size (two small ops commits among them), so the
-ratio falls as the drop grows: measured on 2 cores, 1.54 and 1.60 in two runs at 1M rows and
-1.27 at 4M (`--rows 4000000 --files 8`).
+also pays under two seconds whatever its size (two small ops commits among them), so the
+ratio falls as the drop grows: measured on 2 cores, 1.46, 1.47 and 1.53 in three runs at 1M
+rows (`--repeat 4`), and 1.27 at 4M (`--rows 4000000 --files 8`, before the ops frames
+became local relations).
 
 With --breakdown it also writes, in the same loop, bronze's frame alone with bronze's table
 options (`bronze_frame`), so the ingest time splits into a part that grows with the rows

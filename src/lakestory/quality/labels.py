@@ -59,8 +59,13 @@ def _source_name(dataset: Dataset, source: Source) -> str:
 
 
 def _file_name(path: Column) -> Column:
-    """The last part of a path or URL, decoded."""
-    return F.url_decode(F.element_at(F.split(path, "/"), -1))
+    """The last part of a path."""
+    return F.element_at(F.split(path, "/"), -1)
+
+
+def _url_file_name(url: Column) -> Column:
+    """The last part of a file URL as Spark writes it (`_source_file`), decoded."""
+    return F.url_decode(_file_name(url))
 
 
 def label_conflicts(
@@ -80,7 +85,7 @@ def label_conflicts(
         content = (
             spark.read.table(binary)
             .where(F.col("sha256").isNotNull())
-            .groupBy(_file_name(F.col("_source_file")).alias(_FILE))
+            .groupBy(_url_file_name(F.col("_source_file")).alias(_FILE))
             .agg(F.max_by("sha256", "_file_modification_time").alias(_SHA))
         )
         labelled = F.col(column).isNotNull() & F.col(column).isin(*allowed)
