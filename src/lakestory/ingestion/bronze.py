@@ -225,20 +225,23 @@ class _Ingestion:
         """Per-file counts of the batch just written, read back from bronze (a scan of a few
         mostly-null columns): from the data files its commit added, which spares loading the
         table's state, or else from the table filtered by batch."""
+        if isinstance(self.source, BinarySource):
+            counted = {"error": "corrupt_rows"}
+        else:
+            counted = {
+                CORRUPT: "corrupt_rows",
+                RESCUED: "rescued_rows",
+                DECODE_ERROR: "decode_errors",
+            }
         files = self._committed_files(batch_id)
         if files is not None:
-            rows = self.spark.read.parquet(*files)
+            # the columns read, named: Spark then reads no footer to plan the scan
+            schema = ", ".join(f"`{c}` string" for c in ["_source_file", *counted])
+            rows = self.spark.read.schema(schema).parquet(*files)
         else:
             table = self.spark.read.format("delta").load(self.path)
             rows = table.where(F.col("_batch_id") == batch_id)
-        if isinstance(self.source, BinarySource):
-            flags = [_count_if(F.col("error").isNotNull()).alias("corrupt_rows")]
-        else:
-            flags = [
-                _count_if(F.col(CORRUPT).isNotNull()).alias("corrupt_rows"),
-                _count_if(F.col(RESCUED).isNotNull()).alias("rescued_rows"),
-                _count_if(F.col(DECODE_ERROR).isNotNull()).alias("decode_errors"),
-            ]
+        flags = [_count_if(F.col(c).isNotNull()).alias(name) for c, name in counted.items()]
         agg = rows.groupBy("_source_file").agg(F.count(F.lit(1)).alias("rows"), *flags)
         return {r["_source_file"]: r.asDict() for r in agg.collect()}
 
