@@ -41,7 +41,7 @@ from lakestory.ingestion import (
     RESCUED,
     bronze_table,
 )
-from lakestory.ingestion.streams import carries, commit_actions, query_id, remove
+from lakestory.ingestion.streams import carries, commit_actions, query_id, remove, rescanned
 from lakestory.io import TableRef, checkpoint_path, local_frame, log_version, register
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
@@ -366,10 +366,12 @@ class Refinement:
     `reprocess` the rows quarantine holds.
 
     Each batch goes through the data twice: once to write its rejected rows to quarantine, and
-    once to write silver; the counts are observed on the way (`_observed`). Only a source with
-    a `fail` expectation pays a third pass, to count before anything is written. Every table
-    a batch writes (silver, quarantine, its metrics row) is written with the batch's (app id,
-    batch id), so a batch replayed after a crash writes nothing twice."""
+    once to write silver; the counts are observed on the way (`_observed`). Both passes (and
+    the outlier fences) read the batch's bronze data files again (`rescanned`), each only the
+    columns it needs, rather than the whole rows of the RDD Spark hands to foreachBatch. Only
+    a source with a `fail` expectation pays a third pass, to count before anything is written.
+    Every table a batch writes (silver, quarantine, its metrics row) is written with the
+    batch's (app id, batch id), so a batch replayed after a crash writes nothing twice."""
 
     spark: SparkSession
     settings: Settings
@@ -386,6 +388,10 @@ class Refinement:
     @property
     def source(self) -> Source:
         return self.dataset.structured()[self.source_name]
+
+    @property
+    def bronze(self) -> TableRef:
+        return bronze_table(self.dataset, self.source_name)
 
     @property
     def silver(self) -> TableRef:
@@ -410,7 +416,8 @@ class Refinement:
     def process(self, bronze: DataFrame, batch_id: int) -> None:
         try:
             txn = (self.app_id, batch_id)
-            self.counts.append(self._refine(bronze, txn, replace=batch_id == 0))
+            rows = rescanned(self.spark, bronze, str(self.bronze.path(self.settings)))
+            self.counts.append(self._refine(rows, txn, replace=batch_id == 0))
         except ExpectationError as exc:
             self.error = exc  # raised again as itself once the stream has stopped
             raise
