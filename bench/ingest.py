@@ -13,8 +13,8 @@ The best time of each side is taken; their ratio is the figure (target <= 1.5, o
 counts, two small ops commits), on top of about 1.25x per row, so the ratio falls as the drop
 grows. Measured on 2 cores (the bare side alone moves by 10% from run to run there):
 
-- 2M rows (`--rows 2000000 --repeat 3`): 1.34, 1.35 and 1.44 (with `--breakdown`);
-- 1M rows (`--repeat 4` or 5): 1.41, 1.46, 1.46, 1.47, 1.51, 1.52, 1.53;
+- 2M rows (`--rows 2000000 --repeat 3`): 1.34, 1.34, 1.35 and 1.44 (with `--breakdown`);
+- 1M rows (`--repeat 4` or 5): 1.41, 1.46, 1.46, 1.47, 1.51, 1.51, 1.52, 1.53;
 - 4M rows (`--rows 4000000 --files 8`): 1.27, before the ops frames became local relations.
 
 With --breakdown it also writes, in the same loop, bronze's frame alone with bronze's table
