@@ -7,6 +7,8 @@ import shlex
 from lakestory.io import LAYERS
 from lakestory.io.runs import last_run
 from lakestory.pipeline import Context
+from lakestory.quality.labels import UNLABELED
+from lakestory.quality.refine import unlabeled_table
 from lakestory.session import spark_conf
 
 
@@ -74,10 +76,9 @@ def summary(ctx: Context) -> str:
             'GROUP BY _reasons"'
         )
     for source, spec in ds.structured().items():
-        if spec.label and "unlabeled" in (spec.label.on_missing, spec.label.on_invalid):
-            lines.append(
-                f'  lakestory sql "SELECT * FROM silver.{ds.name}_{source}_unlabeled LIMIT 10"'
-            )
+        if spec.label and UNLABELED in (spec.label.on_missing, spec.label.on_invalid):
+            table = unlabeled_table(ds, source).qualified
+            lines.append(f'  lakestory sql "SELECT * FROM {table} LIMIT 10"')
     if ds.model:
         lines.append(f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}")
     lines += [

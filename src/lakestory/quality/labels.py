@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Source
+from lakestory.ingestion import bronze_table
 from lakestory.quality.dedup import keep_latest_per_key
 from lakestory.quality.rules import Rule
 
@@ -48,7 +49,7 @@ def label_rules(
     if label.conflicts is not None:
         if dataset is None:
             raise ValueError("label conflicts are checked against a source of the dataset")
-        binary = f"bronze.{dataset.name}_{label.conflicts.source}"
+        binary = bronze_table(dataset, label.conflicts.source).qualified
         silver = f"silver.{dataset.name}_{_source_name(dataset, source)}"
         rules.append(label_conflicts(spark, source, binary, silver, order))
     return rules
