@@ -8,11 +8,12 @@ import pytest
 from chispa import assert_df_equality
 from pydantic import ValidationError
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from lakestory.config import ConfigError, Dataset
 from lakestory.config.models import Expectation, Source
 from lakestory.quality.refine import validate_expectations
-from lakestory.quality.rules import REASONS, from_expectation, split
+from lakestory.quality.rules import REASONS, Checks, expression, from_expectation, split
 
 PEOPLE = "id string, age int, email string, country string"
 ROWS = [
@@ -79,6 +80,45 @@ def test_actions_sort_rows_by_their_most_severe_failure(spark: SparkSession) -> 
     )
     assert [(r.id, r[REASONS]) for r in parts.dropped.collect()] == [("c", ["r", "known_country"])]
     assert [(r.id, r[REASONS]) for r in parts.rejected.collect()] == [("d", ["plausible"])]
+
+
+def test_more_rules_than_one_mask_word_holds(spark: SparkSession) -> None:
+    # 130 rules span three bigint masks; rule i fails where n == i (rule 0 drops the row),
+    # rule 125 where n is 125 or 1, and rule 129 (drop) on every row but n == 0
+    df = spark.createDataFrame([(n,) for n in (0, 1, 62, 63, 64, 125, 126)], "n int")
+    rules = [expression(f"r{i}", f"n != {i}") for i in range(129)]
+    rules.append(expression("r129", "n == 0", action="drop"))
+    rules[0] = expression("r0", "n != 0", action="drop")
+    rules[125] = expression("r125", "n != 125 AND n != 1")
+    checks = Checks(tuple(rules))
+    masked = checks.apply(df)
+    reasons = {
+        r.n: r.reasons for r in masked.select("n", checks.reasons().alias("reasons")).collect()
+    }
+    assert reasons == {
+        0: ["r0"],
+        1: ["r1", "r125", "r129"],
+        62: ["r62", "r129"],
+        63: ["r63", "r129"],
+        64: ["r64", "r129"],
+        125: ["r125", "r129"],
+        126: ["r126", "r129"],
+    }
+    fates = masked.select(
+        "n", checks.action().alias("action"), checks.dropped().alias("dropped")
+    ).collect()
+    assert {r.n: (r.action, r.dropped) for r in fates} == {
+        0: ("drop", True),
+        **{n: ("quarantine", False) for n in (1, 62, 63, 64, 125, 126)},
+    }
+    counts = masked.agg(*[F.count_if(checks.failed_rule(i)) for i in range(130)]).first()
+    assert list(counts) == [1 if i in (0, 1, 62, 63, 64) else 0 for i in range(125)] + [
+        2,
+        1,
+        0,
+        0,
+        6,
+    ]
 
 
 def test_an_expectation_gives_exactly_one_rule() -> None:

@@ -49,11 +49,10 @@ from lakestory.quality.labels import LABEL_TEXT, UNLABELED, label_rules
 from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
-    ACTION,
     REASONS,
+    Checks,
     Rule,
     castable,
-    check,
     from_expectation,
     not_malformed,
     not_null,
@@ -242,20 +241,17 @@ class _Tally:
     outside: dict[str, int]  # rows outside each column's fences
 
 
-def _tally_counts(rules: list[Rule], found: list[Fence]) -> list[Column]:
+def _tally_counts(checks: Checks, found: list[Fence]) -> list[Column]:
     """Rows in, rows per fate, rows failing each rule, rows outside each fence: aggregates
-    over checked rows, computed while the rows go by (see `_observed`)."""
-    action = F.col(ACTION)
+    over checked rows (bit tests on their masks), computed while the rows go by (see
+    `_observed`)."""
     return [
         F.count(F.lit(1)).alias("rows"),
-        F.count_if(action.isNull() | (action == "warn")).alias("kept"),
-        F.count_if(action == "drop").alias("dropped"),
-        F.count_if(action.isin("quarantine", "fail")).alias("rejected"),
-        F.count_if(action == UNLABELED).alias("unlabeled"),
-        *[
-            F.count_if(F.array_contains(F.col(REASONS), r.name)).alias(f"rule{i}")
-            for i, r in enumerate(rules)
-        ],
+        F.count_if(checks.kept()).alias("kept"),
+        F.count_if(checks.dropped()).alias("dropped"),
+        F.count_if(checks.rejected()).alias("rejected"),
+        F.count_if(checks.unlabeled()).alias("unlabeled"),
+        *[F.count_if(checks.failed_rule(i)).alias(f"rule{i}") for i in range(len(checks.rules))],
         *[F.count_if(f.outside()).alias(f"outside{i}") for i, f in enumerate(found)],
     ]
 
@@ -438,20 +434,20 @@ class Refinement:
         if found is None:  # a pass over the outlier columns alone
             found = fences(typed, dict(source.outliers))
         rules = [*self.rules, *quarantine_rules(found)]
-        checked = typed.transform(check(rules))
+        checks = Checks(tuple(rules))
+        checked = checks.apply(typed)
         if any(r.action == "fail" for r in rules):  # counted before anything is written
-            first = checked.agg(*_tally_counts(rules, found)).first()
+            first = checked.agg(*_tally_counts(checks, found)).first()
             assert first is not None
             self._stop_on_failures(_tally_of(first, rules, found), rules)
         now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
-        action = F.col(ACTION)
-        is_rejected = action.isin("quarantine", "fail")
+        is_rejected = checks.rejected()
         quarantine = self.quarantine
         if resolve:
             # every row reprocessed, with its new reasons (null: it passes now)
             def write_quarantine(frame: DataFrame) -> None:
                 outcome = frame.select(
-                    *QUARANTINE_ID, F.when(is_rejected, F.col(REASONS)).alias(REASONS)
+                    *QUARANTINE_ID, F.when(is_rejected, checks.reasons()).alias(REASONS)
                 )
                 _resolve_quarantine(outcome, settings, quarantine, txn, self.run_id)
 
@@ -460,7 +456,7 @@ class Refinement:
                 *[F.col(f"{RAW_PREFIX}{c}").alias(c) for c in source.schema_],
                 *[F.col(c) for c in [CORRUPT, RESCUED, DECODE_ERROR] if c in rows.columns],
                 *[F.col(c) for c in METADATA_COLUMNS],
-                F.col(REASONS),
+                checks.reasons().alias(REASONS),
                 F.lit(self.run_id).alias("_run_id"),
                 now.alias("_quarantined_at"),
             ]
@@ -469,7 +465,7 @@ class Refinement:
                 rejected = frame.where(is_rejected).select(*columns)
                 _write_once(rejected, settings, quarantine, txn, replace)
 
-        ranked = _ranked(checked.where(action.isNull() | (action == "warn")), source, found)
+        ranked = _ranked(checked.where(checks.kept()), source, found)
         silver_path = str(self.silver.path(settings))
         upserted = 0
 
@@ -487,10 +483,10 @@ class Refinement:
         # silver first: a row that leaves quarantine (`resolve`) must be in silver already
         dups = duplicates_of(_observed(ranked, duplicate_counts(), upsert, silver_path, txn))
         if any(r.action == UNLABELED for r in rules):
-            self._write_unlabeled(checked, found, txn, replace)
+            self._write_unlabeled(checked, checks, found, txn, replace)
         quarantine_path = str(quarantine.path(settings))
         counted = _observed(
-            checked, _tally_counts(rules, found), write_quarantine, quarantine_path, txn
+            checked, _tally_counts(checks, found), write_quarantine, quarantine_path, txn
         )
         tally = _tally_of(counted, rules, found)
         register(spark, settings, self.silver)
@@ -510,17 +506,23 @@ class Refinement:
         return counts
 
     def _write_unlabeled(
-        self, checked: DataFrame, found: list[Fence], txn: tuple[str, int], replace: bool
+        self,
+        checked: DataFrame,
+        checks: Checks,
+        found: list[Fence],
+        txn: tuple[str, int],
+        replace: bool,
     ) -> None:
         """MERGE the latest unlabeled version of each key into the unlabeled table, with the
         label as it landed and the reasons; a key whose latest version in the batch has a
         label leaves the table instead (unless the table's version is newer)."""
-        source, action = self.source, F.col(ACTION)
+        source = self.source
         assert source.label is not None
-        both = checked.where(action.isNull() | action.isin("warn", UNLABELED)).withColumns(
+        both = checked.where(checks.kept() | checks.unlabeled()).withColumns(
             {
-                RETRACT: action.isNull() | (action != UNLABELED),
+                RETRACT: checks.kept(),
                 LABEL_TEXT: F.col(f"{RAW_PREFIX}{source.label.column}"),
+                REASONS: checks.reasons(),
             }
         )
         ranked = _ranked(both, source, found)
