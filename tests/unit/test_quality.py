@@ -98,13 +98,19 @@ def test_bronze_text_is_cast_and_checked(spark: SparkSession) -> None:
             ("", "u@y.io", "30", "0", None, None),
             ("c7", None, None, None, "c7,broken", None),
             ("c8", "t\u00e9@y.io", "30", "1", None, "bytes not valid UTF-8 were replaced"),
+            ("c9", "s@y.io", " 42\t", " 1 ", None, None),  # spaces around a number are no error
+            ("c10", "r@y.io", " \t", "0", None, None),  # blank is missing, not malformed
         ],
         "id string, email string, age string, label string, _corrupt_record string, "
         "_decode_error string",
     )
     typed = bronze.transform(with_declared_types(SOURCE))
     parts = split(typed, rules_for(SOURCE))
-    assert [r.id for r in parts.kept.collect()] == ["c1"]
+    assert [(r.id, r.age, r.label) for r in parts.kept.collect()] == [
+        ("c1", 41, 1),
+        ("c9", 42, 1),
+        ("c10", None, 0),
+    ]
     reasons = {r.id: r[REASONS] for r in parts.rejected.collect()}
     assert reasons == {
         "c2": ["castable:age:int"],

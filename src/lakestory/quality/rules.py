@@ -47,10 +47,14 @@ def not_null(column: str, name: str | None = None, action: str = "quarantine") -
 
 
 def castable(column: str, raw: str, spark_type: str) -> Rule:
-    """The raw text of `column` was empty or parsed as `spark_type` (into column `raw`->typed)."""
-    text = F.trim(F.col(raw))
+    """The raw text of `column` (in `raw`) parsed as `spark_type` (into `column`), or was blank
+    (nothing but spaces, tabs, line breaks and other control characters, which a cast ignores
+    around a value). The parsed value is tested first: for most rows it holds, and the text is
+    not looked at."""
+    text = F.col(raw)
     return Rule(
-        f"castable:{column}:{spark_type}", text.isNull() | (text == "") | F.col(column).isNotNull()
+        f"castable:{column}:{spark_type}",
+        F.col(column).isNotNull() | text.isNull() | text.rlike(r"^[\x00-\x20]*$"),
     )
 
 
