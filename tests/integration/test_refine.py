@@ -250,6 +250,33 @@ def test_outliers_are_fenced_quarantined_and_recorded(
     assert {r.name: r.failed for r in m.rules}["outlier:age"] == 1
 
 
+def test_flagged_outliers_are_counted_wherever_their_rows_go(
+    spark: SparkSession, settings: Settings
+) -> None:
+    ds = dataset("flagged")
+    source = ds.sources["people"].model_copy(
+        update={"outliers": {"age": Outlier(method="iqr", action="flag")}}
+    )
+    ds = ds.model_copy(update={"sources": {"people": source}})
+    folder = settings.root / "landing" / "flagged" / "people"
+    folder.mkdir(parents=True, exist_ok=True)
+    # outside the fences: 119 (kept, flagged), 10 (kept, warned as a minor), 150 (quarantined)
+    ages = [30, 31, 32, 33, 34, 35, 36, 119, 10, 150]
+    body = "".join(f"{i},P{i},{age},NL,2024-01-01\n" for i, age in enumerate(ages))
+    (folder / "a.csv").write_text(f"{LINES[0]}\n{body}")
+    ingest_source(spark, settings, ds, "people")
+    counts = refine_source(spark, settings, ds, "people", KEY, "run-1")
+
+    assert (counts.rows_in, counts.silver, counts.quarantined) == (10, 9, 1) and counts.reconciles
+    flagged = spark.read.table("silver.flagged_people").where(F.size("_outliers") > 0)
+    assert sorted(r.age for r in flagged.collect()) == [10, 119]
+    m = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "flagged").first()
+    assert m is not None
+    (fence,) = m.outliers
+    assert (fence.column, fence.action, fence.rows) == ("age", "flag", 3)
+    assert {r.name: (r.failed, r.passed) for r in m.rules}["adult"] == (1, 9)
+
+
 def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
     spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,10 +39,17 @@ class Fence:
 def fences(df: DataFrame, spec: dict[str, Outlier]) -> list[Fence]:
     """The fences of each configured column: one aggregate for the quartiles and medians, one
     more for the median absolute deviations."""
+    return counted_fences(df, spec)[1]
+
+
+def counted_fences(df: DataFrame, spec: dict[str, Outlier]) -> tuple[int, list[Fence]]:
+    """The rows of `df` and `fences(df, spec)`, the count taken by the quartiles' aggregate
+    (or alone, when no column is configured)."""
     if not spec:
-        return []
+        return df.count(), []
     quartiles = df.agg(
-        *[F.percentile_approx(F.col(c).cast("double"), [0.25, 0.5, 0.75]).alias(c) for c in spec]
+        F.count(F.lit(1)).alias("__rows"),
+        *[F.percentile_approx(F.col(c).cast("double"), [0.25, 0.5, 0.75]).alias(c) for c in spec],
     ).first()
     assert quartiles is not None
     q = {c: quartiles[c] for c in spec}  # None for a column with no values
@@ -69,7 +76,7 @@ def fences(df: DataFrame, spec: dict[str, Outlier]) -> list[Fence]:
             else:
                 low, high = q1 - o.k * (q3 - q1), q3 + o.k * (q3 - q1)
         out.append(Fence(column, o.method, o.k, o.action, low, high))
-    return out
+    return int(quartiles["__rows"]), out
 
 
 def quarantine_rules(found: list[Fence]) -> list[Rule]:

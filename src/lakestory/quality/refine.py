@@ -46,7 +46,13 @@ from lakestory.io import TableRef, checkpoint_path, local_frame, log_version, re
 from lakestory.privacy import with_keyed_tokens
 from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
 from lakestory.quality.labels import LABEL_TEXT, UNLABELED, label_rules
-from lakestory.quality.outliers import OUTLIERS, Fence, fences, flag_and_clip, quarantine_rules
+from lakestory.quality.outliers import (
+    OUTLIERS,
+    Fence,
+    counted_fences,
+    flag_and_clip,
+    quarantine_rules,
+)
 from lakestory.quality.quarantine import quarantine_table
 from lakestory.quality.rules import (
     REASONS,
@@ -67,6 +73,7 @@ RAW_PREFIX = "__raw_"
 SILVER_METADATA = ["_source_file", "_file_modification_time", "_ingested_at"]
 QUALITY_METRICS = TableRef("ops", "quality_metrics")
 RETRACT = "__retract"  # a labelled row, which takes its key out of the unlabeled table
+OUTSIDE = "__outside"  # `__outside<i>`: the row is outside fence i (before clipping)
 
 
 def silver_table(dataset: Dataset, source_name: str) -> TableRef:
@@ -248,7 +255,6 @@ class RefineCounts:
 @dataclass(frozen=True)
 class _Tally:
     rows: int
-    kept: int
     dropped: int
     rejected: int
     unlabeled: int
@@ -257,32 +263,47 @@ class _Tally:
 
 
 def _tally_counts(checks: Checks, found: list[Fence]) -> list[Column]:
-    """Rows in, rows per fate, rows failing each rule, rows outside each fence: aggregates
-    over checked rows (bit tests on their masks), computed while the rows go by (see
-    `_observed`)."""
+    """Rows per fate, rows failing each rule, and the rows outside each fence among those that
+    do not go to silver: bit tests on the masks of checked rows, computed while the rows go
+    by (see `_observed`). Rows that fail no rule add nothing to them, so they are computed
+    over the rows that fail any (and `_ranked` counts the kept rows outside a fence)."""
     return [
-        F.count(F.lit(1)).alias("rows"),
-        F.count_if(checks.kept()).alias("kept"),
         F.count_if(checks.dropped()).alias("dropped"),
         F.count_if(checks.rejected()).alias("rejected"),
         F.count_if(checks.unlabeled()).alias("unlabeled"),
         *[F.count_if(checks.failed_rule(i)).alias(f"rule{i}") for i in range(len(checks.rules))],
-        *[F.count_if(f.outside()).alias(f"outside{i}") for i, f in enumerate(found)],
+        *[
+            F.count_if(~checks.kept() & f.outside()).alias(f"outside{i}")
+            for i, f in enumerate(found)
+        ],
     ]
 
 
-def _tally_of(row: Row | dict[str, Any], rules: list[Rule], found: list[Fence]) -> _Tally:
-    def n(name: str) -> int:
-        return int(row[name] or 0)
+def _outside_counts(found: list[Fence]) -> list[Column]:
+    """The kept rows outside each fence, over `_ranked` rows (before any clipping)."""
+    return [F.count_if(F.col(f"{OUTSIDE}{i}")).alias(f"outside{i}") for i in range(len(found))]
+
+
+def _tally_of(
+    row: Row | dict[str, Any],
+    rules: list[Rule],
+    found: list[Fence],
+    rows: int,
+    kept: Row | dict[str, Any] | None = None,
+) -> _Tally:
+    """The tally of a batch of `rows` rows from `_tally_counts` (in `row`) and, when given,
+    `_outside_counts` over its kept rows (in `kept`)."""
+
+    def n(name: str, counts: Row | dict[str, Any] | None = row) -> int:
+        return 0 if counts is None else int(counts[name] or 0)
 
     return _Tally(
-        n("rows"),
-        n("kept"),
+        rows,
         n("dropped"),
         n("rejected"),
         n("unlabeled"),
         {r.name: n(f"rule{i}") for i, r in enumerate(rules)},
-        {f.column: n(f"outside{i}") for i, f in enumerate(found)},
+        {f.column: n(f"outside{i}") + n(f"outside{i}", kept) for i, f in enumerate(found)},
     )
 
 
@@ -332,7 +353,8 @@ def _ranked(kept: DataFrame, source: Source, found: list[Fence]) -> DataFrame:
     """Kept rows with outliers flagged or clipped, and ranked among the versions of their key
     (`rank_versions`): exact copies collapse with the other versions of their key, and the
     row hash last makes the choice among equals the same in every run."""
-    kept = kept.withColumns(dict(flag_and_clip(found, dict(source.schema_))))
+    outside = {f"{OUTSIDE}{i}": f.outside() for i, f in enumerate(found)}
+    kept = kept.withColumns({**outside, **dict(flag_and_clip(found, dict(source.schema_)))})
     return kept.transform(rank_versions(source.key, [*_order(source), "_row_hash"]))
 
 
@@ -377,10 +399,14 @@ class Refinement:
     `reprocess` the rows quarantine holds.
 
     Each batch goes through the data twice: once to write its rejected rows to quarantine, and
-    once to write silver; the counts are observed on the way (`_observed`). Both passes (and
-    the outlier fences) read the batch's bronze data files again (`rescanned`), each only the
-    columns it needs, rather than the whole rows of the RDD Spark hands to foreachBatch. Only
-    a source with a `fail` expectation pays a third pass, to count before anything is written.
+    once to write silver; the counts are observed on the way (`_observed`), those of the rules
+    only on the rows that fail some rule (the others add nothing to them), so that the rows
+    passing everything are never copied out of the compiled pipeline for it. The rows in are
+    counted apart, by the outlier fences' aggregate (or a count of their own), so that the
+    accounts compare two independent counts. Every pass reads the batch's bronze data files
+    again (`rescanned`), each only the columns it needs, rather than the whole rows of the
+    RDD Spark hands to foreachBatch. Only a source with a `fail` expectation pays one more
+    pass, to count before anything is written.
     Every table a batch writes (silver, quarantine, its metrics row) is written with the
     batch's (app id, batch id), so a batch replayed after a crash writes nothing twice."""
 
@@ -446,15 +472,20 @@ class Refinement:
         the ones that now pass leave it, the others get their new reasons."""
         spark, settings, source = self.spark, self.settings, self.source
         typed = rows.transform(with_declared_types(source))
-        if found is None:  # a pass over the outlier columns alone
-            found = fences(typed, dict(source.outliers))
+        if found is None:  # a pass over the outlier columns alone, which counts the rows too
+            rows_in, found = counted_fences(typed, dict(source.outliers))
+        else:
+            rows_in = rows.count()
         rules = [*self.rules, *quarantine_rules(found)]
         checks = Checks(tuple(rules))
         checked = checks.apply(typed)
+        # the rows quarantine's write and counts need: when reprocessing, every row (a row
+        # that passes now leaves quarantine), else only those that fail some rule
+        failing = checked if resolve else checked.where(checks.failed())
         if any(r.action == "fail" for r in rules):  # counted before anything is written
-            first = checked.agg(*_tally_counts(checks, found)).first()
+            first = failing.agg(*_tally_counts(checks, found)).first()
             assert first is not None
-            self._stop_on_failures(_tally_of(first, rules, found), rules)
+            self._stop_on_failures(_tally_of(first, rules, found, rows_in), rules)
         now = F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp")
         is_rejected = checks.rejected()
         quarantine = self.quarantine
@@ -496,14 +527,17 @@ class Refinement:
             )
 
         # silver first: a row that leaves quarantine (`resolve`) must be in silver already
-        dups = duplicates_of(_observed(ranked, duplicate_counts(), upsert, silver_path, txn))
+        kept = _observed(
+            ranked, [*duplicate_counts(), *_outside_counts(found)], upsert, silver_path, txn
+        )
+        dups = duplicates_of(kept)
         if any(r.action == UNLABELED for r in rules):
             self._write_unlabeled(checked, checks, found, txn, replace)
         quarantine_path = str(quarantine.path(settings))
         counted = _observed(
-            checked, _tally_counts(checks, found), write_quarantine, quarantine_path, txn
+            failing, _tally_counts(checks, found), write_quarantine, quarantine_path, txn
         )
-        tally = _tally_of(counted, rules, found)
+        tally = _tally_of(counted, rules, found, rows_in, kept)
         register(spark, settings, self.silver)
         counts = RefineCounts(
             rows_in=tally.rows,
