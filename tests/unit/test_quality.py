@@ -43,11 +43,14 @@ def test_exact_and_key_duplicates_are_counted_apart(spark: SparkSession) -> None
             ("a", 1, "h1"),  # exact copy
             ("a", 2, "h2"),  # another version of a
             ("b", 3, "h3"),
+            ("c", 1, "h4"),
+            ("c", 2, "h5"),  # another version of c, sorted between c's two copies
+            ("c", 3, "h4"),  # an exact copy landed later (v standing for the file's time)
         ],
         "id string, v int, _row_hash string",
     )
     counts = count_duplicates(df, "id", ["v", "_row_hash"])
-    assert (counts.rows, counts.exact, counts.key, counts.keys) == (5, 2, 1, 2)
+    assert (counts.rows, counts.exact, counts.key, counts.keys) == (8, 3, 2, 3)
     assert counts.collapsed == counts.rows - counts.keys
 
 

@@ -27,31 +27,33 @@ class Duplicates:
 
 
 RANK = "_rank"  # 1 for the latest version of its key
-COPY = "_copy"  # 1 for the latest of its exact copies (same key and row hash)
+COPIES = "_copies"  # on each row: the rows of its key that repeat another's content (row hash)
 
 
 def rank_versions(key: str, order_by: list[str], row_hash: str = "_row_hash") -> Transform:
-    """Add `_rank` and `_copy`: row numbers of each row among the rows of its key, and among
-    its exact copies, latest first by `order_by` (descending, nulls last). One shuffle serves
-    both windows, since both partition by `key`."""
+    """Add `_rank`, the row number of each row among the rows of its key, latest first by
+    `order_by` (descending, nulls last), and `_copies`, how many rows of its key are exact
+    copies of another (its rows less its distinct row hashes). Both come from one window,
+    partitioned and ordered alike, so the rows are sorted once (`_copies` over the whole
+    partition: a key has a few rows)."""
 
     def _apply(df: DataFrame) -> DataFrame:
         ordering = [F.col(c).desc_nulls_last() for c in order_by]
         by_key = Window.partitionBy(key).orderBy(*ordering)
-        by_copy = Window.partitionBy(key, row_hash).orderBy(*ordering)
-        return df.withColumns(
-            {RANK: F.row_number().over(by_key), COPY: F.row_number().over(by_copy)}
-        )
+        whole = by_key.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+        copies = F.count(F.lit(1)).over(whole) - F.size(F.collect_set(row_hash).over(whole))
+        return df.withColumns({RANK: F.row_number().over(by_key), COPIES: copies})
 
     return _apply
 
 
 def duplicate_counts() -> list[Column]:
-    """Aggregates over a frame with `rank_versions`' columns, read by `Duplicates.of`."""
+    """Aggregates over a frame with `rank_versions`' columns, read by `duplicates_of`."""
+    latest = F.col(RANK) == 1
     return [
         F.count(F.lit(1)).alias("dup_rows"),
-        F.count_if(F.col(COPY) > 1).alias("dup_exact"),
-        F.count_if(F.col(RANK) == 1).alias("dup_keys"),
+        F.sum(F.when(latest, F.col(COPIES)).otherwise(F.lit(0))).alias("dup_exact"),
+        F.count_if(latest).alias("dup_keys"),
     ]
 
 
