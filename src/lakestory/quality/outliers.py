@@ -91,7 +91,8 @@ def flag_and_clip(found: list[Fence], types: dict[str, str]) -> list[tuple[str, 
     flagged = [f for f in found if f.action == "flag"]
     if flagged:
         names = F.array(*[F.when(f.outside(), F.lit(f.column)) for f in flagged])
-        out.append((OUTLIERS, F.filter(names, lambda n: n.isNotNull())))
+        # `array_compact` compiles with the rest of the row; a `filter` lambda is interpreted
+        out.append((OUTLIERS, F.array_compact(names)))
     for f in found:
         if f.action != "clip" or f.low is None or f.high is None:
             continue
