@@ -3,6 +3,7 @@
 from lakestory.quality.dedup import Duplicates, count_duplicates, keep_latest_per_key
 from lakestory.quality.rules import (
     REASONS,
+    Checks,
     Rule,
     castable,
     expression,
@@ -10,11 +11,11 @@ from lakestory.quality.rules import (
     not_malformed,
     not_null,
     split,
-    with_reasons,
 )
 
 __all__ = [
     "REASONS",
+    "Checks",
     "Rule",
     "castable",
     "Duplicates",
@@ -25,5 +26,4 @@ __all__ = [
     "not_malformed",
     "not_null",
     "split",
-    "with_reasons",
 ]

@@ -16,9 +16,9 @@ from pyspark.sql import functions as F
 from lakestory.config import Dataset, Source
 from lakestory.ingestion import bronze_table
 from lakestory.quality.dedup import keep_latest_per_key
-from lakestory.quality.rules import Rule
+from lakestory.quality.rules import UNLABELED_ACTION, Rule
 
-UNLABELED = "unlabeled"  # the action that routes a row to the unlabeled table
+UNLABELED = UNLABELED_ACTION  # the action that routes a row to the unlabeled table
 LABEL_TEXT = "_label_text"  # the unlabeled table's copy of the label as it landed
 CONFLICT = "__label_conflict"
 _FILE, _SHA, _LABEL = "__label_file", "__label_sha256", "__label_value"

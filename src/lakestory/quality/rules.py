@@ -238,18 +238,6 @@ class Checks:
         return F.array_remove(F.array(*names), "")
 
 
-def with_reasons(rules: list[Rule]) -> Column:
-    """array<string> of the names of every rule the row fails (empty when it passes all),
-    evaluated from the rules' conditions directly (no mask columns needed)."""
-    if not rules:
-        return F.array().cast("array<string>")
-    names = [
-        F.when(F.coalesce(rule.condition, F.lit(False)), F.lit("")).otherwise(F.lit(rule.name))
-        for rule in rules
-    ]
-    return F.array_remove(F.array(*names), "")
-
-
 def check(rules: list[Rule]) -> Transform:
     """Apply every rule in one pass: add `_reasons` (every rule failed) and `_action`."""
 
