@@ -30,7 +30,7 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, DataType, MapType, StructField, StructType
 
 from lakestory.config import ConfigError, Dataset, Settings, Source
 from lakestory.errors import ExpectationError
@@ -385,7 +385,21 @@ def silver_schema(spark: SparkSession, bronze: DataFrame, source: Source) -> Str
 
 
 def _same_shape(a: StructType, b: StructType) -> bool:
-    return [(f.name, f.dataType) for f in a.fields] == [(f.name, f.dataType) for f in b.fields]
+    """Same column names and types, nullability aside: a table's schema has every field,
+    array element and map value nullable (Spark writes files so), a plan's may not."""
+    return [(f.name, _nullable(f.dataType)) for f in a.fields] == [
+        (f.name, _nullable(f.dataType)) for f in b.fields
+    ]
+
+
+def _nullable(dtype: DataType) -> DataType:
+    if isinstance(dtype, StructType):
+        return StructType([StructField(f.name, _nullable(f.dataType)) for f in dtype.fields])
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_nullable(dtype.elementType))
+    if isinstance(dtype, MapType):
+        return MapType(_nullable(dtype.keyType), _nullable(dtype.valueType))
+    return dtype
 
 
 # identifies a quarantined row: exact copies within one file share it, and share their fate
