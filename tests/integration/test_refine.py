@@ -223,20 +223,26 @@ def test_a_replayed_batch_writes_nothing_twice(spark: SparkSession, settings: Se
     assert spark.read.table("silver.replayed_people").count() == 4
 
 
-def test_outliers_are_fenced_quarantined_and_recorded(
-    spark: SparkSession, settings: Settings
-) -> None:
-    ds = dataset("spiky")
-    source = ds.sources["people"].model_copy(
-        update={"outliers": {"age": Outlier(method="iqr", action="quarantine")}}
-    )
+def people_aged(
+    spark: SparkSession, settings: Settings, name: str, ages: list[int], outlier: Outlier
+) -> Dataset:
+    """Dataset `name` with fences on age, and one person per age ingested into bronze."""
+    ds = dataset(name)
+    source = ds.sources["people"].model_copy(update={"outliers": {"age": outlier}})
     ds = ds.model_copy(update={"sources": {"people": source}})
-    folder = settings.root / "landing" / "spiky" / "people"
+    folder = settings.root / "landing" / name / "people"
     folder.mkdir(parents=True, exist_ok=True)
-    ages = [30, 31, 32, 33, 34, 35, 36, 119]  # 119 passes plausible_age, not the fences
     body = "".join(f"{i},P{i},{age},NL,2024-01-01\n" for i, age in enumerate(ages))
     (folder / "a.csv").write_text(f"{LINES[0]}\n{body}")
     ingest_source(spark, settings, ds, "people")
+    return ds
+
+
+def test_outliers_are_fenced_quarantined_and_recorded(
+    spark: SparkSession, settings: Settings
+) -> None:
+    ages = [30, 31, 32, 33, 34, 35, 36, 119]  # 119 passes plausible_age, not the fences
+    ds = people_aged(spark, settings, "spiky", ages, Outlier(method="iqr", action="quarantine"))
     counts = refine_source(spark, settings, ds, "people", KEY, "run-1")
 
     assert (counts.rows_in, counts.silver, counts.quarantined) == (8, 7, 1) and counts.reconciles
@@ -253,18 +259,9 @@ def test_outliers_are_fenced_quarantined_and_recorded(
 def test_flagged_outliers_are_counted_wherever_their_rows_go(
     spark: SparkSession, settings: Settings
 ) -> None:
-    ds = dataset("flagged")
-    source = ds.sources["people"].model_copy(
-        update={"outliers": {"age": Outlier(method="iqr", action="flag")}}
-    )
-    ds = ds.model_copy(update={"sources": {"people": source}})
-    folder = settings.root / "landing" / "flagged" / "people"
-    folder.mkdir(parents=True, exist_ok=True)
     # outside the fences: 119 (kept, flagged), 10 (kept, warned as a minor), 150 (quarantined)
     ages = [30, 31, 32, 33, 34, 35, 36, 119, 10, 150]
-    body = "".join(f"{i},P{i},{age},NL,2024-01-01\n" for i, age in enumerate(ages))
-    (folder / "a.csv").write_text(f"{LINES[0]}\n{body}")
-    ingest_source(spark, settings, ds, "people")
+    ds = people_aged(spark, settings, "flagged", ages, Outlier(method="iqr", action="flag"))
     counts = refine_source(spark, settings, ds, "people", KEY, "run-1")
 
     assert (counts.rows_in, counts.silver, counts.quarantined) == (10, 9, 1) and counts.reconciles
