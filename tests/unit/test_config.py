@@ -78,6 +78,27 @@ def test_feature_referring_to_a_dropped_column_is_rejected(conf: Path) -> None:
         load_dataset("customers", conf)
 
 
+def test_a_tokenised_phone_column_needs_a_country_code(conf: Path) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    text = path.read_text()
+    path.write_text(
+        text.replace("      drop: [name, phone, address]", "      drop: [name, address]").replace(
+            "        email: email\n", "        email: email\n        phone: phone\n", 1
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_dataset("customers", conf)
+    assert str(path) in str(err.value)
+    assert "sources.accounts.csv.personal" in str(err.value) and "country_code" in str(err.value)
+    path.write_text(
+        path.read_text().replace(
+            "      drop: [name, address]", '      drop: [name, address]\n      country_code: "1"'
+        )
+    )
+    personal = load_dataset("customers", conf).sources["accounts"].personal
+    assert personal.tokenize["phone"] == "phone" and personal.country_code == "1"
+
+
 def test_key_from_environment(conf: Path) -> None:
     settings = load_settings(conf, environ={})
     key = "k" * 40

@@ -4,11 +4,12 @@ import hashlib
 import hmac
 import random
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.privacy import hmac_sha256, with_keyed_tokens
+from lakestory.privacy import hmac_sha256, normalised, with_keyed_tokens
 
 KEY = b"0123456789abcdef0123456789abcdef-test-key"
 
@@ -17,14 +18,60 @@ def _py_hmac(value: str, key: bytes = KEY) -> str:
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def test_hmac_is_bit_identical_to_python(spark: SparkSession) -> None:
+def _generated_values(n: int) -> list[str]:
+    """`n` distinct texts: empty, blank, control characters, every plane of unicode the
+    alphabet reaches (2-, 3- and 4-byte UTF-8), and some far longer than a hash block."""
     rng = random.Random(3)
-    alphabet = "abcxyzÄéßø漢字🙂 @.-+0123456789"
-    values = ["", " ", "a", "x" * 5000, "ü" * 70]
-    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))) for _ in range(300)]
-    df = spark.createDataFrame([(v,) for v in values], "v string")
-    got = {r.v: r.t for r in df.select("v", hmac_sha256(F.col("v"), KEY).alias("t")).collect()}
-    assert got == {v: _py_hmac(v) for v in values}
+    alphabet = "abcxyzÄéßø漢字🙂𝄞\t\n\x00 @.-+0123456789"
+    values = {"", " ", "\x00", "a", "x" * 100_000, "ü" * 70, "🙂" * 20_000, "漢" * 64}
+    while len(values) < n:
+        length = rng.choice([rng.randint(1, 80), rng.randint(50, 70), rng.randint(1, 3000)])
+        values.add("".join(rng.choice(alphabet) for _ in range(length)))
+    return sorted(values)
+
+
+def test_hmac_is_bit_identical_to_python(spark: SparkSession) -> None:
+    values = _generated_values(10_000)
+    df = spark.createDataFrame([(v, _py_hmac(v)) for v in values], "v string, expected string")
+    token = hmac_sha256(F.col("v"), KEY)
+    assert df.count() == len(values)
+    differing = df.where(~token.eqNullSafe(F.col("expected")))
+    assert differing.count() == 0, differing.select("expected").limit(3).collect()
+
+
+def test_hmac_of_null_is_null(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(None,), ("",)], "v string")
+    got = [r.t for r in df.select(hmac_sha256(F.col("v"), KEY).alias("t")).collect()]
+    assert got == [None, _py_hmac("")]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "+44 20 7946 0958",
+        "+44 (0)20 7946 0958",
+        "0044 20 7946 0958",
+        "020 7946 0958",
+        "20-7946-0958",
+        " (020) 7946.0958 ",
+    ],
+)
+def test_one_phone_number_however_written_gets_one_token(spark: SparkSession, written: str) -> None:
+    df = spark.createDataFrame([(written,)], "phone string")
+    got = df.select(normalised(F.col("phone"), "phone", "44").alias("n")).first()
+    assert got is not None and got.n == "442079460958"
+    tokens = df.transform(with_keyed_tokens({"phone": "phone"}, KEY, "44")).first()
+    assert tokens is not None and tokens.phone_token == _py_hmac("442079460958")
+
+
+def test_phone_numbers_keep_their_own_country_code(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("+1 (415) 555-0123",), ("(415) 555-0123",), ("no digits",), (None,)], "p string"
+    )
+    got = [r.n for r in df.select(normalised(F.col("p"), "phone", "44").alias("n")).collect()]
+    assert got == ["14155550123", "444155550123", "", None]
+    with pytest.raises(ValueError, match="country code"):
+        normalised(F.col("p"), "phone")
 
 
 def test_long_keys_are_hashed_first_as_rfc_2104_says(spark: SparkSession) -> None:

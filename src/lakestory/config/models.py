@@ -203,9 +203,25 @@ NUMERIC_TYPES = {"int", "bigint", "double", "float"}
 
 
 class Personal(Frozen):
+    """Personal columns: tokenised (an identifier, normalised per kind first), dropped, or
+    generalised. `country_code` (digits, e.g. "44") completes a phone number written without
+    one, so that one number gets one token however it is written; a source that tokenises a
+    phone column must give it."""
+
     tokenize: dict[str, TokenKind] = Field(default_factory=dict)
     drop: list[str] = Field(default_factory=list)
     generalise: dict[str, Generalisation] = Field(default_factory=dict)
+    country_code: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,2}$")
+
+    @model_validator(mode="after")
+    def _phones_have_a_country(self) -> Personal:
+        phones = sorted(c for c, kind in self.tokenize.items() if kind == "phone")
+        if phones and self.country_code is None:
+            raise ValueError(
+                f"country_code: needed to normalise the phone column(s) {', '.join(phones)} "
+                '(the digits dialled from abroad, e.g. "44")'
+            )
+        return self
 
     def columns(self) -> set[str]:
         return set(self.tokenize) | set(self.drop) | set(self.generalise)

@@ -34,24 +34,49 @@ def hmac_sha256(value: Column, key: bytes) -> Column:
     return F.sha2(F.concat(F.lit(outer_key), inner), 256)
 
 
-def normalised(value: Column, kind: str) -> Column:
-    """Normalise an identifier so that one person gets one token across sources."""
+def normalised(value: Column, kind: str, country_code: str | None = None) -> Column:
+    """Normalise an identifier so that one person gets one token across sources.
+
+    - email: trimmed and lower-cased;
+    - phone: the digits with the country code in front. A number written with "+" or "00"
+      carries its own code ("+44 20 7946 0958", "0044 20 7946 0958"); any other is taken for
+      a national number, whose leading trunk "0" gives way to `country_code` ("020 7946 0958"
+      and "20 7946 0958" become 442079460958, as the two above do, and "+44 (0)20 7946 0958":
+      a "(0)" is never dialled). Separators (spaces, dashes, dots, brackets) are ignored;
+    - id: trimmed.
+    A value that leaves nothing (a phone without digits) normalises to "", which gives no
+    token.
+    """
     if kind == "email":
         return F.lower(F.trim(value))
     if kind == "phone":
-        return F.regexp_replace(value, r"[^0-9+]", "")
+        if country_code is None:
+            raise ValueError("a phone number needs a country code to be normalised")
+        text = F.trim(value)
+        # "(0)": the trunk prefix some write within an international number, never dialled
+        digits = F.regexp_replace(F.regexp_replace(text, r"\(0\)", ""), r"[^0-9]", "")
+        national = F.regexp_replace(digits, r"^0", "")
+        return (
+            F.when(digits == "", F.lit(""))
+            .when(text.startswith("+"), digits)
+            .when(digits.startswith("00"), F.substring(digits, 3, 1 << 30))
+            .otherwise(F.concat(F.lit(country_code), national))
+        )
     return F.trim(value)
 
 
-def with_keyed_tokens(columns: dict[str, str], key: bytes) -> Transform:
-    """Replace each column by `<column>_token`, the keyed token of its normalised value.
+def with_keyed_tokens(
+    columns: dict[str, str], key: bytes, country_code: str | None = None
+) -> Transform:
+    """Replace each column by `<column>_token`, the keyed token of its normalised value
+    (`normalised`; phone numbers need `country_code`).
 
-    Empty strings count as missing and give a null token.
+    Nulls stay null; empty strings count as missing and give a null token too.
     """
 
     def _apply(df: DataFrame) -> DataFrame:
         for column, kind in columns.items():
-            value = normalised(F.col(column), kind)
+            value = normalised(F.col(column), kind, country_code)
             token = F.when(value != "", hmac_sha256(value, key))
             df = df.withColumn(f"{column}_token", token).drop(column)
         return df

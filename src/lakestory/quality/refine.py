@@ -204,7 +204,8 @@ def with_pseudonyms(source: Source, key: bytes) -> Transform:
             generalised: Column = F.year(F.col(column)) if kind == "year" else F.col(column)
             df = df.withColumn(source.silver_name(column), generalised)
         df = df.drop(*source.personal.generalise, *source.personal.drop)
-        return df.transform(with_keyed_tokens(dict(source.personal.tokenize), key))
+        personal = source.personal
+        return df.transform(with_keyed_tokens(dict(personal.tokenize), key, personal.country_code))
 
     return _apply
 
