@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lakestory.config import ConfigError, MissingSecretError, Settings
-from lakestory.errors import ExpectationError
+from lakestory.errors import AccessDeniedError, ExpectationError
 
 STAGE_HELP = {
     "ingest": "land new files of a dataset in its bronze tables",
@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p = sub.add_parser("sql", parents=[common], help="run a SQL query on the warehouse")
     p.add_argument("query")
+    p.add_argument(
+        "--role",
+        help="run the query as this role of the settings: refused if it reads a table the role "
+        "may not, or is not a query",
+    )
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     p = sub.add_parser("summary", parents=[common], help="tables, model and artifacts")
     p.add_argument("dataset")
@@ -87,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("lakestory").setLevel(logging.INFO)
     try:
         return _dispatch(args)
-    except (ConfigError, MissingSecretError) as exc:
+    except (ConfigError, MissingSecretError, AccessDeniedError) as exc:
         print(f"lakestory: {exc}", file=sys.stderr)
         return 2
     except ExpectationError as exc:
@@ -147,7 +152,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(render(dataset, by_reason(spark, dataset)))
         return 0
     if args.command == "sql":
-        df = spark.sql(args.query)
+        if args.role:
+            from lakestory.access import query_as
+
+            df = query_as(spark, settings, args.role, args.query)
+        else:
+            df = spark.sql(args.query)
         df.show(args.limit, truncate=False)
         return 0
 

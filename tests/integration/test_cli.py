@@ -55,9 +55,13 @@ def test_spark_submit_job_then_sql_in_a_fresh_process(
     assert "bronze.customers_accounts +" in submit.stdout
 
     query = "SELECT count(*) AS n FROM bronze.customers_accounts"
-    sql = _run([str(BIN / "lakestory"), "sql", query], root)
+    sql = _run([str(BIN / "lakestory"), "sql", "--role", "engineer", query], root)
     assert sql.returncode == 0, sql.stderr[-3000:]
     assert f"|{expected}" in sql.stdout.replace(" ", ""), sql.stdout
+    refused = _run([str(BIN / "lakestory"), "sql", "--role", "analyst", query], root)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "role 'analyst' may not read bronze.customers_accounts" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
     accounts = root / "landing" / "customers" / "accounts"
     first = sorted(accounts.glob("*.csv"))[0]

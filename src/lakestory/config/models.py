@@ -37,6 +37,17 @@ class PrivacySettings(Frozen):
     key_file: Path = Path("conf/local/token.key")
 
 
+TablePattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?\[\]!-]+(\.[A-Za-z0-9_*?\[\]!-]+)?$")]
+
+
+class Role(Frozen):
+    """The tables a role may query in `lakestory sql --role`: `<layer>.<table>` names matched
+    against glob patterns (`gold.*`, `*`); a table must match some `allow` and no `deny`."""
+
+    allow: list[TablePattern] = Field(min_length=1)
+    deny: list[TablePattern] = Field(default_factory=list)
+
+
 class Settings(Frozen):
     """Settings shared by every dataset (conf/base/lakestory.yaml and its overlays)."""
 
@@ -44,6 +55,7 @@ class Settings(Frozen):
     spark: SparkSettings = SparkSettings()
     mlflow: MlflowSettings = MlflowSettings()
     privacy: PrivacySettings = PrivacySettings()
+    roles: dict[str, Role] = Field(default_factory=dict)
 
     @property
     def root(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from lakestory.config import Settings
 
-LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+LAYERS = ("bronze", "silver", "gold", "quarantine", "ops", "restricted")
+# the layer of the links back from pseudonyms to people (the token vault): its folder is kept
+# readable by its owner only
+RESTRICTED = "restricted"
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,21 @@ def ensure_layers(spark: SparkSession, settings: Settings) -> None:
     known = _known_in(spark)
     if f"layers:{settings.root}" in known:
         return
+    private_folder(settings.root / RESTRICTED)
     existing = {db.name for db in spark.catalog.listDatabases()}
     for layer in LAYERS:
         if layer not in existing:
             location = settings.root / layer
             spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer} LOCATION '{location}'")
     known.add(f"layers:{settings.root}")
+
+
+def private_folder(path: Path) -> None:
+    """Make `path` a folder only its owner may list, read or enter (mode 0700), tightening
+    the mode of one that exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
 
 
 def exists(spark: SparkSession, table: TableRef) -> bool:
