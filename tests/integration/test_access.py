@@ -4,6 +4,7 @@ paths reach the same tables, and nothing refused runs."""
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ ACCOUNTS = TableRef("silver", "access_accounts")
 
 
 @pytest.fixture(scope="module")
-def tables(spark: SparkSession, settings: Settings) -> Settings:
+def tables(spark: SparkSession, settings: Settings) -> Iterator[Settings]:
     ensure_layers(spark, settings)
     rows = {
         VAULT: [("t1", "id-1"), ("t2", "id-2")],
@@ -35,7 +36,8 @@ def tables(spark: SparkSession, settings: Settings) -> Settings:
         frame.write.format("delta").mode("overwrite").save(str(table.path(settings)))
         register(spark, settings, table)
     spark.sql(f"CREATE OR REPLACE VIEW gold.access_linked AS SELECT * FROM {VAULT}")
-    return settings
+    yield settings
+    spark.sql("DROP VIEW gold.access_linked")  # other modules take gold's tables for Delta ones
 
 
 def test_a_role_reads_the_tables_it_may(spark: SparkSession, tables: Settings) -> None:

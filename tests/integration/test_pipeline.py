@@ -3,10 +3,13 @@ ONNX -> predictions, with real Delta, TorchDistributor processes, MLflow and ONN
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -26,14 +29,37 @@ def landing(settings: Settings) -> GeneratedLanding:
     return generate_customers(settings.root / "landing", rows=800, drops=2, seed=11)
 
 
+class _Kept(logging.Handler):
+    """Keeps every record logged while the pipeline runs, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+LOGS = _Kept()
+
+
 @pytest.fixture(scope="module")
 def first_run(
     spark: SparkSession, settings: Settings, customers: Dataset, landing: GeneratedLanding
 ) -> Iterator[dict[str, Outcome]]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
-        outcomes = run_stages(Context(spark, settings, customers), STAGES)
-        yield {o.stage: o for o in outcomes}
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(LOGS)
+    root.setLevel(logging.DEBUG)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
+            outcomes = run_stages(Context(spark, settings, customers), STAGES)
+    finally:
+        root.removeHandler(LOGS)
+        root.setLevel(level)
+    yield {o.stage: o for o in outcomes}
 
 
 def _count(spark: SparkSession, table: str) -> int:
@@ -91,6 +117,62 @@ def test_silver_holds_tokens_not_identifiers(
     leaked = silver.join(raw_ids, silver.customer_id_token == raw_ids.customer_id)
     assert leaked.count() == 0
     assert silver.groupBy("customer_id_token").count().where("count > 1").count() == 0
+
+
+PERSONAL = ["customer_id", "name", "email", "phone", "address"]
+
+
+def _file_texts(folder: Path) -> Iterator[tuple[Path, bytes]]:
+    """Every file under `folder` as bytes; a Parquet file also as the text of its decoded
+    values, since its pages are compressed."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        yield path, data
+        if path.suffix == ".parquet":
+            yield path, str(pq.read_table(path).to_pylist()).encode("utf-8")
+
+
+def test_no_file_of_silver_or_gold_holds_a_personal_value(
+    spark: SparkSession, settings: Settings, first_run: dict[str, Outcome]
+) -> None:
+    bronze = spark.read.table("bronze.customers_accounts")
+    values = {
+        v.strip()
+        for row in bronze.select(*PERSONAL).collect()
+        for v in row
+        if v is not None and len(v.strip()) >= 6
+    }
+    assert len(values) > 2000  # the landed people's identifiers are all there
+    needles = [v.encode("utf-8") for v in values]
+    scanned = 0
+    for layer in ("silver", "gold"):
+        for path, data in _file_texts(settings.root / layer):
+            scanned += 1
+            found = [n for n in needles if n in data]
+            assert not found, f"{path} holds {len(found)} personal value(s)"
+    assert scanned > 20
+
+
+def test_the_key_is_in_no_file_and_no_log(
+    settings: Settings, first_run: dict[str, Outcome]
+) -> None:
+    """Not in the warehouse, the MLflow store (both under the root here) or the run's logs;
+    nor either padded form of it, from which it is one XOR away."""
+    key = KEY.encode()
+    padded = key.ljust(64, b"\x00")
+    forms = [key, bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)]
+    needles = [
+        *forms,
+        *[f.hex().encode() for f in forms],
+        *[f.hex().upper().encode() for f in forms],
+    ]
+    scanned = 0
+    for path, data in _file_texts(settings.root):
+        scanned += 1
+        assert not [n for n in needles if n in data], f"{path} holds the key"
+    assert scanned > 100 and (settings.root / "mlflow.db").is_file()
+    logged = "\n".join(LOGS.lines).encode()
+    assert len(LOGS.lines) > 10 and not [n for n in needles if n in logged]
 
 
 def test_model_beats_the_majority_class(first_run: dict[str, Outcome]) -> None:

@@ -9,7 +9,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.privacy import hmac_sha256, normalised, with_keyed_tokens
+from lakestory.privacy import normalised, with_hmac, with_keyed_tokens
 
 KEY = b"0123456789abcdef0123456789abcdef-test-key"
 
@@ -33,15 +33,15 @@ def _generated_values(n: int) -> list[str]:
 def test_hmac_is_bit_identical_to_python(spark: SparkSession) -> None:
     values = _generated_values(10_000)
     df = spark.createDataFrame([(v, _py_hmac(v)) for v in values], "v string, expected string")
-    token = hmac_sha256(F.col("v"), KEY)
-    assert df.count() == len(values)
-    differing = df.where(~token.eqNullSafe(F.col("expected")))
+    tokens = df.transform(with_hmac({"t": F.col("v")}, KEY))
+    assert tokens.count() == len(values)
+    differing = tokens.where(~F.col("t").eqNullSafe(F.col("expected")))
     assert differing.count() == 0, differing.select("expected").limit(3).collect()
 
 
 def test_hmac_of_null_is_null(spark: SparkSession) -> None:
     df = spark.createDataFrame([(None,), ("",)], "v string")
-    got = [r.t for r in df.select(hmac_sha256(F.col("v"), KEY).alias("t")).collect()]
+    got = [r.t for r in df.transform(with_hmac({"t": F.col("v")}, KEY)).collect()]
     assert got == [None, _py_hmac("")]
 
 
@@ -77,7 +77,7 @@ def test_phone_numbers_keep_their_own_country_code(spark: SparkSession) -> None:
 def test_long_keys_are_hashed_first_as_rfc_2104_says(spark: SparkSession) -> None:
     long_key = bytes(range(256)) * 2
     df = spark.createDataFrame([("someone@example.org",)], "v string")
-    token = df.select(hmac_sha256(F.col("v"), long_key)).first()[0]
+    token = df.transform(with_hmac({"t": F.col("v")}, long_key)).first().t
     assert token == _py_hmac("someone@example.org", long_key)
 
 
@@ -99,6 +99,28 @@ def test_tokens_replace_identifiers_and_normalise_emails(spark: SparkSession) ->
 
 def test_another_key_gives_other_tokens(spark: SparkSession) -> None:
     df = spark.createDataFrame([("C1",)], "id string")
-    a = df.select(hmac_sha256(F.col("id"), KEY)).first()[0]
-    b = df.select(hmac_sha256(F.col("id"), KEY[::-1])).first()[0]
+    a = df.transform(with_hmac({"t": F.col("id")}, KEY)).first().t
+    b = df.transform(with_hmac({"t": F.col("id")}, KEY[::-1])).first().t
     assert a != b and a != hashlib.sha256(b"C1").hexdigest()
+
+
+def test_the_key_is_not_in_the_plan(spark: SparkSession) -> None:
+    """Neither the key nor its padded forms (one XOR from it) are printed with the plan."""
+    df = spark.createDataFrame([("C1", "a@b.io")], "id string, email string")
+    tokens = df.transform(with_keyed_tokens({"id": "id", "email": "email"}, KEY))
+    assert tokens.first() == (_py_hmac("C1"), _py_hmac("a@b.io"))
+    execution = tokens._jdf.queryExecution()
+    printed = "\n".join(
+        [execution.toString(), execution.explainString(_codegen_mode(spark))]
+    ).upper()
+    padded = KEY.ljust(64, b"\x00")
+    forms = [KEY, bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)]
+    assert "SHA2" in printed and "LOCALTABLESCAN" in printed  # the plan is there
+    for form in forms:
+        assert form.hex().upper() not in printed
+    assert KEY.decode().upper() not in printed
+
+
+def _codegen_mode(spark: SparkSession) -> object:
+    modes = getattr(spark._jvm.org.apache.spark.sql.execution, "CodegenMode$")
+    return modes.__getattr__("MODULE$")

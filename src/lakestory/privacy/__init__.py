@@ -1,5 +1,5 @@
 """Pseudonymisation: keyed tokens, dropping and generalising personal columns."""
 
-from lakestory.privacy.tokens import hmac_sha256, normalised, with_keyed_tokens
+from lakestory.privacy.tokens import normalised, with_hmac, with_keyed_tokens
 
-__all__ = ["hmac_sha256", "normalised", "with_keyed_tokens"]
+__all__ = ["with_hmac", "normalised", "with_keyed_tokens"]

@@ -1,8 +1,13 @@
 """Keyed tokens: HMAC-SHA256 composed from Spark built-ins, so no Python UDF runs per row.
 
 HMAC(K, m) = H((K' ^ opad) || H((K' ^ ipad) || m)) with K' the key zero-padded to the block
-size (RFC 2104). Spark has `sha2`, `unhex`, `concat` and binary literals; the two padded keys
-are computed once here, on the driver.
+size (RFC 2104). Spark has `sha2`, `unhex` and `concat`; the two padded keys are computed once
+here, on the driver.
+
+The padded keys reach the rows as data, never as literals of the plan: a literal is printed
+by `explain`, in Spark's event log and UI, and in an error that shows the plan, and the key
+is one XOR away from either padded form. They come from a one-row frame, broadcast and
+joined to the rows (`with_hmac`), whose plan names its columns but not its values.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from lakestory.io.local import local_frame
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -27,11 +34,28 @@ def _padded_keys(key: bytes) -> tuple[bytes, bytes]:
     return inner, outer
 
 
-def hmac_sha256(value: Column, key: bytes) -> Column:
-    """Hex HMAC-SHA256 of the UTF-8 bytes of `value` under `key`; null stays null."""
+_IPAD, _OPAD = "__hmac_ipad", "__hmac_opad"
+
+
+def _hmac(value: Column) -> Column:
+    inner = F.unhex(F.sha2(F.concat(F.col(_IPAD), value.cast("binary")), 256))
+    return F.sha2(F.concat(F.col(_OPAD), inner), 256)
+
+
+def with_hmac(columns: dict[str, Column], key: bytes) -> Transform:
+    """Add each of `columns` (name: value) as the hex HMAC-SHA256 of the UTF-8 bytes of its
+    value under `key`; null stays null. The key never enters the plan as a literal."""
     inner_key, outer_key = _padded_keys(key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(inner_key), value.cast("binary")), 256))
-    return F.sha2(F.concat(F.lit(outer_key), inner), 256)
+
+    def _apply(df: DataFrame) -> DataFrame:
+        pads = local_frame(
+            df.sparkSession, [(inner_key, outer_key)], f"{_IPAD} binary, {_OPAD} binary"
+        )
+        keyed = df.crossJoin(F.broadcast(pads))
+        tokens = {name: _hmac(value) for name, value in columns.items()}
+        return keyed.withColumns(tokens).drop(_IPAD, _OPAD)
+
+    return _apply
 
 
 def normalised(value: Column, kind: str, country_code: str | None = None) -> Column:
@@ -75,10 +99,11 @@ def with_keyed_tokens(
     """
 
     def _apply(df: DataFrame) -> DataFrame:
-        for column, kind in columns.items():
-            value = normalised(F.col(column), kind, country_code)
-            token = F.when(value != "", hmac_sha256(value, key))
-            df = df.withColumn(f"{column}_token", token).drop(column)
-        return df
+        if not columns:
+            return df
+        values = {c: normalised(F.col(c), kind, country_code) for c, kind in columns.items()}
+        # "" gives no token: hashed as null
+        hashed = {f"{c}_token": F.when(v != "", v) for c, v in values.items()}
+        return df.transform(with_hmac(hashed, key)).drop(*columns)
 
     return _apply
