@@ -12,9 +12,9 @@ Measured on 2 cores at 2M rows (target: at least 5x faster): 2.57, when each sid
 with no warm-up at full size (the built-ins' first pass pays the JIT's compilation); with
 warm-ups and `--repeat 3`, 3.4 and 3.91 against the Arrow-optimised UDF, 5.16 against the
 pickled one, 4.71 and 5.27 for the tokens alone (scan subtracted); with the key joined in as
-data (`with_hmac`), 3.13 and 4.39 (built-ins 0.95 s, as before; the UDFs ran faster). Two SHA-256 digests of
-two blocks each per value, hex-encoded and parsed back (`sha2` gives no bytes), are most of
-the built-ins' cost; Python's `hmac` calls OpenSSL.
+data (`with_hmac`), 3.13 and 4.39 (built-ins 0.95 s, as before; the UDFs ran faster). Two
+SHA-256 digests of two blocks each per value, hex-encoded and parsed back (`sha2` gives no
+bytes), are most of the built-ins' cost; Python's `hmac` calls OpenSSL.
 
 Prints one JSON line: {"rows": N, "builtin_s": ..., "udf_s": ..., "pickled_udf_s": ...,
 "scan_s": ..., "speedup_vs_udf": ..., "speedup_vs_pickled_udf": ...,
