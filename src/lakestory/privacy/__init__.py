@@ -2,4 +2,4 @@
 
 from lakestory.privacy.tokens import normalised, with_hmac, with_keyed_tokens
 
-__all__ = ["with_hmac", "normalised", "with_keyed_tokens"]
+__all__ = ["normalised", "with_hmac", "with_keyed_tokens"]

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from lakestory.config import Settings
 from lakestory.config.models import Dataset
 from lakestory.io import TableRef, ensure_layers, log_version, register
+from lakestory.io.tables import RESTRICTED
 from lakestory.privacy.tokens import Transform
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ ATTEMPTS = 8
 
 
 def vault_table(dataset: Dataset) -> TableRef:
-    return TableRef("restricted", f"{dataset.name}_vault")
+    return TableRef(RESTRICTED, f"{dataset.name}_vault")
 
 
 def _conflict(exc: Exception) -> bool:

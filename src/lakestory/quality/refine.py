@@ -199,12 +199,13 @@ def _validate_expectations(spark: SparkSession, dataset: Dataset, source_name: s
 def with_pseudonyms(source: Source, key: bytes) -> Transform:
     """Generalise quasi-identifiers, tokenise identifiers, drop direct identifiers."""
 
+    personal = source.personal
+
     def _apply(df: DataFrame) -> DataFrame:
-        for column, kind in source.personal.generalise.items():
+        for column, kind in personal.generalise.items():
             generalised: Column = F.year(F.col(column)) if kind == "year" else F.col(column)
             df = df.withColumn(source.silver_name(column), generalised)
-        df = df.drop(*source.personal.generalise, *source.personal.drop)
-        personal = source.personal
+        df = df.drop(*personal.generalise, *personal.drop)
         return df.transform(with_keyed_tokens(dict(personal.tokenize), key, personal.country_code))
 
     return _apply
