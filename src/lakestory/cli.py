@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lakestory.config import ConfigError, MissingSecretError, Settings
-from lakestory.errors import AccessDeniedError, ExpectationError
+from lakestory.config import ConfigError, Dataset, MissingSecretError, Settings
+from lakestory.errors import AccessDeniedError, ExpectationError, WrongKeyError
 
 STAGE_HELP = {
     "ingest": "land new files of a dataset in its bronze tables",
@@ -44,6 +44,41 @@ def _parser() -> argparse.ArgumentParser:
     text = "run quarantined rows through the current rules again; move those that pass to silver"
     p = sub.add_parser("reprocess", parents=[common], help=text, description=text)
     p.add_argument("dataset")
+    text = (
+        "erase the subjects named in a CSV file from every table of a dataset, purge and vacuum "
+        "what held them, and keep them out of later refreshes"
+    )
+    p = sub.add_parser("forget", parents=[common], help=text, description=text)
+    p.add_argument("dataset")
+    p.add_argument(
+        "--subjects",
+        type=Path,
+        required=True,
+        help="CSV file whose header names identifier columns the dataset tokenises "
+        "(e.g. customer_id or email), one subject a row; identifiers are never taken from the "
+        "command line",
+    )
+    text = (
+        "re-make the dataset's vault tokens under a new key, keeping every artificial id (the "
+        "old key is the one in use)"
+    )
+    p = sub.add_parser("rotate-key", parents=[common], help=text, description=text)
+    p.add_argument("dataset")
+    p.add_argument(
+        "--new-key-file",
+        type=Path,
+        required=True,
+        help="file with the new key (mode 0600, outside the warehouse, at least 32 bytes)",
+    )
+    text = "copy every table at its current version, and the stream checkpoints, into a new folder"
+    p = sub.add_parser("backup", parents=[common], help=text, description=text)
+    p.add_argument("--to", type=Path, required=True, help="a new or empty folder")
+    text = (
+        "put a backup's tables back; erasures done since it was taken are applied again, so an "
+        "erased subject never returns"
+    )
+    p = sub.add_parser("restore", parents=[common], help=text, description=text)
+    p.add_argument("--from", dest="source", type=Path, required=True, help="a backup folder")
     p = sub.add_parser("run", parents=[common], help="run every stage that has new input")
     p.add_argument("dataset")
     p = sub.add_parser(
@@ -92,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("lakestory").setLevel(logging.INFO)
     try:
         return _dispatch(args)
-    except (ConfigError, MissingSecretError, AccessDeniedError) as exc:
+    except (ConfigError, MissingSecretError, AccessDeniedError, WrongKeyError) as exc:
         print(f"lakestory: {exc}", file=sys.stderr)
         return 2
     except ExpectationError as exc:
@@ -137,6 +172,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     named = getattr(args, "dataset", None)
     dataset = load_dataset(named, args.conf_dir, args.env) if named else None
+    if args.command in ("backup", "restore"):
+        return _recovery(args, settings)
+    if args.command in ("forget", "rotate-key"):
+        assert dataset is not None
+        return _privacy(args, settings, dataset)
     spark = session.build(settings)
     if args.command == "status":
         from lakestory.config import dataset_names
@@ -176,6 +216,49 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_stages(ctx, STAGES)
     else:
         run_stages(ctx, (args.command,))
+    return 0
+
+
+def _privacy(args: argparse.Namespace, settings: Settings, dataset: Dataset) -> int:
+    """`forget` and `rotate-key`: the keys and the subjects file are read, and any error in
+    them reported, before Spark starts."""
+    from lakestory import session
+    from lakestory.config import load_token_key, read_key_file
+
+    key = load_token_key(settings)
+    if args.command == "forget":
+        from lakestory.privacy.erasure import forget, read_subjects
+
+        subjects = read_subjects(args.subjects, dataset)
+        print(forget(session.build(settings), settings, dataset, subjects, key))
+        return 0
+    from lakestory.privacy.rotation import rotate_key
+
+    new = read_key_file(settings, args.new_key_file)
+    if new == key:
+        raise ConfigError(f"{args.new_key_file}: holds the key in use; give a new one")
+    print(rotate_key(session.build(settings), settings, dataset, key, new))
+    return 0
+
+
+def _recovery(args: argparse.Namespace, settings: Settings) -> int:
+    from lakestory import session
+    from lakestory.config import dataset_names, load_dataset, load_token_key
+    from lakestory.io.backup import read_manifest
+    from lakestory.recovery import restore_backup, take_backup
+
+    try:
+        if args.command == "backup":
+            manifest = take_backup(session.build(settings), settings, args.to)
+            print(f"backed up {len(manifest.tables)} tables into {args.to}")
+            return 0
+        read_manifest(args.source)  # before Spark starts
+    except ValueError as exc:
+        print(f"lakestory: {exc}", file=sys.stderr)
+        return 2
+    key = load_token_key(settings)
+    datasets = [load_dataset(n, args.conf_dir, args.env) for n in dataset_names(args.conf_dir)]
+    print(restore_backup(session.build(settings), settings, args.source, datasets, key))
     return 0
 
 

@@ -9,3 +9,8 @@ class ExpectationError(RuntimeError):
 
 class AccessDeniedError(RuntimeError):
     """A role may not run a statement (`lakestory sql --role`); nothing of it was run."""
+
+
+class WrongKeyError(RuntimeError):
+    """The token key is not the one a dataset's vault was made with: tokens made with it would
+    match no id, and every person would get a new one. The message gives fingerprints only."""

@@ -32,6 +32,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # Derby writes derby.log into the working directory unless told otherwise.
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={root}",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # No per-file min/max statistics for a new table (bronze names the columns it wants):
+        # they copy values into the transaction log, where `lakestory forget` cannot reach.
+        "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols": "0",
     }
     conf.update(settings.spark.conf)
     return conf

@@ -90,3 +90,28 @@ def test_config_errors_name_the_dataset_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "nosuch.yaml: no such dataset (known: customers, digits)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_privacy_commands_check_their_inputs_before_spark_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad subjects file, a missing new key, a folder that is no backup: exit 2, a message
+    that names the file, no value from it, no traceback."""
+    monkeypatch.setenv("LAKESTORY_TOKEN_KEY", "cli-test-key-0123456789abcdef0123")
+    subjects = tmp_path / "subjects.csv"
+    subjects.write_text("phone\n+44 20 7946 0958\n")
+    lakestory = str(BIN / "lakestory")
+    cases = [
+        ([lakestory, "forget", "customers", "--subjects", str(subjects)], str(subjects)),
+        (
+            [lakestory, "rotate-key", "customers", "--new-key-file", str(tmp_path / "k")],
+            str(tmp_path / "k"),
+        ),
+        ([lakestory, "restore", "--from", str(tmp_path)], "manifest.json"),
+    ]
+    for args, named in cases:
+        result = _run(args, tmp_path / "wh")
+        assert result.returncode == 2, result.stderr
+        assert named in result.stderr and "Traceback" not in result.stderr
+        assert "7946" not in result.stderr
+        assert not (tmp_path / "wh" / "metastore_db").exists()  # Spark never started

@@ -3,8 +3,10 @@ ONNX -> predictions, with real Delta, TorchDistributor processes, MLflow and ONN
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
-import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from lakestory.config import Dataset, Settings
 from lakestory.demo.generate import GeneratedLanding, generate_customers
 from lakestory.io import LAYERS, TableRef, table_version
 from lakestory.pipeline import STAGES, Context, Outcome, run_stages
+from lakestory.privacy.erasure import forget
 
 pytestmark = pytest.mark.slow
 
@@ -106,17 +109,24 @@ def test_quarantine_says_why(spark: SparkSession, first_run: dict[str, Outcome])
     assert any(r.startswith("castable:") for r in reasons)
 
 
-def test_silver_holds_tokens_not_identifiers(
+def test_silver_holds_artificial_ids_not_identifiers(
     spark: SparkSession, first_run: dict[str, Outcome]
 ) -> None:
     silver = spark.read.table("silver.customers_accounts")
     assert not {"customer_id", "name", "email", "phone", "address"} & set(silver.columns)
-    tokens = [r.customer_id_token for r in silver.select("customer_id_token").limit(50).collect()]
-    assert all(re.fullmatch(r"[0-9a-f]{64}", t) for t in tokens)
+    assert not [c for c in silver.columns if c.endswith("_token")]
+    ids = [r[0] for r in silver.select("customer_id_pseudonym").collect()]
+    assert all(uuid.UUID(i).version == 4 for i in ids)  # random, not derived from the token
+    assert len(set(ids)) == len(ids) == silver.count()
     raw_ids = spark.read.table("bronze.customers_accounts").select("customer_id").limit(50)
-    leaked = silver.join(raw_ids, silver.customer_id_token == raw_ids.customer_id)
+    leaked = silver.join(raw_ids, silver.customer_id_pseudonym == raw_ids.customer_id)
     assert leaked.count() == 0
-    assert silver.groupBy("customer_id_token").count().where("count > 1").count() == 0
+    # every id is the vault's for its token; transactions share the accounts' ids
+    vault = spark.read.table("restricted.customers_vault")
+    assert silver.join(vault, silver.customer_id_pseudonym == vault.id, "left_anti").count() == 0
+    txns = spark.read.table("silver.customers_transactions")
+    linked = txns.join(silver, "customer_id_pseudonym", "left_semi").count()
+    assert linked > 0.9 * txns.count()
 
 
 PERSONAL = ["customer_id", "name", "email", "phone", "address"]
@@ -207,7 +217,7 @@ def test_one_prediction_per_scored_row(spark: SparkSession, first_run: dict[str,
     predictions = spark.read.table("gold.customers_predictions")
     silver = spark.read.table("silver.customers_accounts")
     assert predictions.count() == silver.count()
-    assert predictions.select("customer_id_token").distinct().count() == silver.count()
+    assert predictions.select("customer_id_pseudonym").distinct().count() == silver.count()
     assert predictions.where("probability < 0 OR probability > 1").count() == 0
 
 
@@ -221,3 +231,92 @@ def test_rerun_without_new_input_commits_nothing(
         again = run_stages(Context(spark, settings, customers), STAGES)
     assert not any(o.ran for o in again), [str(o) for o in again]
     assert {t.qualified: table_version(spark, t) for t in tables} == before
+
+
+def _token(value: str) -> str:
+    return hmac.new(KEY.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def _subject(spark: SparkSession) -> tuple[str, str, str]:
+    """A customer with a silver row and transactions, whose e-mail is no part of another's:
+    (customer id, e-mail as landed, the customer's artificial id)."""
+    vault = {r.token: r.id for r in spark.read.table("restricted.customers_vault").collect()}
+    silver = spark.read.table("silver.customers_accounts")
+    txns = spark.read.table("silver.customers_transactions")
+    spending = {r[0] for r in txns.select("customer_id_pseudonym").collect()}
+    in_silver = {r[0] for r in silver.select("customer_id_pseudonym").collect()}
+    people = spark.read.table("bronze.customers_accounts").select("customer_id", "email")
+    landed = [(r.customer_id, r.email) for r in people.collect() if r.customer_id and r.email]
+    emails = [e for _, e in landed]
+    for customer_id, email in landed:
+        pid = vault.get(_token(customer_id.strip()))
+        unique = sum(email.strip().lower() in e.lower() for e in emails) == 1
+        if pid in in_silver and pid in spending and unique:
+            return customer_id.strip(), email.strip(), pid
+    raise AssertionError("no customer with a silver row and transactions")
+
+
+def test_a_forgotten_subject_is_in_no_file_and_stays_gone(
+    spark: SparkSession,
+    settings: Settings,
+    customers: Dataset,
+    landing: GeneratedLanding,
+    first_run: dict[str, Outcome],
+    tmp_path: Path,
+) -> None:
+    customer_id, email, pid = _subject(spark)
+    silver = spark.read.table("silver.customers_accounts")
+    row = silver.where(F.col("customer_id_pseudonym") == pid).first()
+    assert row is not None
+    email_pid = row["email_pseudonym"]
+    silver_version = table_version(spark, TableRef("silver", "customers_accounts"))
+    subjects = tmp_path / "subjects.csv"
+    subjects.write_text(f"customer_id\n{customer_id}\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
+        receipt = forget(spark, settings, customers, subjects, KEY.encode())
+
+    assert receipt.subjects == 1 and receipt.found == 1
+    erased = {t.table for t in receipt.tables}
+    assert {
+        "bronze.customers_accounts",
+        "bronze.customers_transactions",
+        "silver.customers_accounts",
+        "silver.customers_transactions",
+        "gold.customers_features",
+        "gold.customers_predictions",
+        "restricted.customers_vault",
+    } <= erased
+    # found by the customer id, the subject's e-mail and its id went too
+    needles = [customer_id, email, email.lower(), pid, email_pid]
+    scanned = 0
+    for layer in [*LAYERS, "_checkpoints"]:
+        for path, data in _file_texts(settings.root / layer):
+            scanned += 1
+            found = [n for n in needles if n.encode() in data]
+            assert not found, f"{path} still holds {len(found)} of the subject's values"
+    assert scanned > 100
+    # no time travel back to the subject: the old version's files are gone
+    try:
+        old = spark.read.option("versionAsOf", silver_version).table("silver.customers_accounts")
+        assert old.where(F.col("customer_id_pseudonym") == pid).count() == 0
+    except Exception as exc:  # Delta: the files of that version no longer exist
+        assert "FileNotFound" in type(exc).__name__ + str(exc) or "not exist" in str(exc)
+    receipts = spark.read.table("ops.erasures").collect()
+    assert len(receipts) == 1 and receipts[0].subjects == 1
+    assert not [n for n in needles if n in str(receipts[0])]
+
+    # the subject lands again (a landing file delivered twice): ingest leaves them out
+    holding = [f for f in landing.accounts_files if customer_id.encode() in f.read_bytes()]
+    again = holding[0].with_name("redelivered.csv")
+    again.write_bytes(holding[0].read_bytes())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
+        run_stages(Context(spark, settings, customers), ("ingest", "refine", "features"))
+    bronze = spark.read.table("bronze.customers_accounts")
+    assert bronze.where(F.col("_source_file").endswith("redelivered.csv")).count() > 100
+    assert bronze.where(F.trim("customer_id") == customer_id).count() == 0
+    vault = spark.read.table("restricted.customers_vault")
+    assert vault.where(F.col("token") == _token(customer_id)).count() == 0
+    silver = spark.read.table("silver.customers_accounts")
+    assert silver.where(F.col("customer_id_pseudonym") == pid).count() == 0

@@ -168,7 +168,7 @@ def test_raw_tables_mask_the_personal_columns_silver_uses_its_names() -> None:
     assert bronze.key == "id"
     silver = resolve(parse_table("silver.t_people"), [ds])
     assert silver.masked == frozenset()
-    assert silver.key == "id_token"
+    assert silver.key == "id_pseudonym"
     assert silver.outliers == {"balance": Outlier(method="mad")}
     unknown = resolve(parse_table("quarantine.other_things"), [ds])
     assert unknown.dataset is None and unknown.mask_text

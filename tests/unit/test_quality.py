@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
@@ -130,9 +133,16 @@ def test_pseudonyms_leave_no_direct_identifier(spark: SparkSession) -> None:
     df = spark.createDataFrame(
         [("c1", "a@b.io", 41, 1)], "id string, email string, age int, label int"
     )
-    out = df.transform(with_pseudonyms(SOURCE, b"k" * 32))
-    assert out.columns == ["age", "label", "id_token"]
-    assert "c1" not in str(out.first())
+    key = b"k" * 32
+    token = hmac.new(key, b"c1", hashlib.sha256).hexdigest()
+    vault = spark.createDataFrame(
+        [(token, "0b7a-4f1e", None)], "token string, id string, minted_at timestamp"
+    )
+    out = df.transform(with_pseudonyms(SOURCE, key, vault))
+    assert out.columns == ["age", "label", "id_pseudonym"]
+    row = out.first()
+    assert row is not None and row.id_pseudonym == "0b7a-4f1e"
+    assert "c1" not in str(row) and token not in str(row)
 
 
 def test_newer_orders_like_latest_wins_with_null_oldest(spark: SparkSession) -> None:

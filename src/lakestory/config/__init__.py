@@ -8,6 +8,7 @@ from lakestory.config.loader import (
     load_dataset,
     load_settings,
     load_token_key,
+    read_key_file,
 )
 from lakestory.config.models import BinarySource, Dataset, Settings, Source
 
@@ -23,4 +24,5 @@ __all__ = [
     "load_dataset",
     "load_settings",
     "load_token_key",
+    "read_key_file",
 ]

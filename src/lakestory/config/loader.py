@@ -146,38 +146,50 @@ def load_dataset(name: str, conf_dir: Path | None = None, env: str | None = None
     return dataset
 
 
+def _how(settings: Settings) -> str:
+    return (
+        f"provide a key of at least {MIN_KEY_BYTES} bytes: set {settings.privacy.key_env} "
+        f"(e.g. `export {settings.privacy.key_env}=$(openssl rand -hex 32)`) or write one to "
+        f"{settings.privacy.key_file} with mode 0600 (`lakestory demo` creates a local one)"
+    )
+
+
 def load_token_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
     """Return the pseudonymisation key from the environment or the key file.
 
     The key itself never appears in an error message.
     """
     environ = os.environ if environ is None else environ
-    how = (
-        f"provide a key of at least {MIN_KEY_BYTES} bytes: set {settings.privacy.key_env} "
-        f"(e.g. `export {settings.privacy.key_env}=$(openssl rand -hex 32)`) or write one to "
-        f"{settings.privacy.key_file} with mode 0600 (`lakestory demo` creates a local one)"
-    )
+    how = _how(settings)
     value = environ.get(settings.privacy.key_env)
-    if value:
-        key = value.encode("utf-8")
-        origin = f"${settings.privacy.key_env}"
-    else:
-        path = settings.privacy.key_file
-        if not path.is_file():
-            raise MissingSecretError(f"no token key: {path} does not exist; {how}")
-        if path.resolve().is_relative_to(settings.root):
-            raise MissingSecretError(f"the key file {path} lies inside the warehouse; {how}")
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise MissingSecretError(f"the key file {path} is readable by others; chmod 600 it")
-        try:
-            key = path.read_bytes().strip()
-        except OSError as exc:
-            raise MissingSecretError(
-                f"cannot read the key file {path} ({exc.strerror}); {how}"
-            ) from None
-        origin = str(path)
+    if not value:
+        return read_key_file(settings, settings.privacy.key_file, how)
+    key = value.encode("utf-8")
     if len(key) < MIN_KEY_BYTES:
+        origin = f"${settings.privacy.key_env}"
         raise MissingSecretError(f"the token key from {origin} is too short; {how}")
+    return key
+
+
+def read_key_file(settings: Settings, path: Path, how: str | None = None) -> bytes:
+    """A key from a file that only its owner may read, outside the warehouse, long enough."""
+    how = how or (
+        f"write a key of at least {MIN_KEY_BYTES} bytes to {path} with mode 0600 "
+        "(e.g. `(umask 077; openssl rand -hex 32 > FILE)`)"
+    )
+    if not path.is_file():
+        raise MissingSecretError(f"no token key: {path} does not exist; {how}")
+    if path.resolve().is_relative_to(settings.root):
+        raise MissingSecretError(f"the key file {path} lies inside the warehouse; {how}")
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise MissingSecretError(f"the key file {path} is readable by others; chmod 600 it")
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        why = f"cannot read the key file {path} ({exc.strerror})"
+        raise MissingSecretError(f"{why}; {how}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise MissingSecretError(f"the token key from {path} is too short; {how}")
     return key
 
 

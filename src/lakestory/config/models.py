@@ -9,7 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 SparkType = Literal["string", "int", "bigint", "double", "float", "boolean", "date", "timestamp"]
 TokenKind = Literal["id", "email", "phone"]
-Generalisation = Literal["year"]
+Generalisation = Literal["year", "age_band", "district"]
+# the suffix of the silver column that carries a tokenised identifier's artificial id
+PSEUDONYM = "pseudonym"
+# bronze's metadata columns an age may be taken at (`Personal.age_as_of`), beside the schema's
+AGE_AS_OF_METADATA = ("_ingested_at", "_file_modification_time")
 
 
 class Frozen(BaseModel):
@@ -224,6 +228,10 @@ class Personal(Frozen):
     drop: list[str] = Field(default_factory=list)
     generalise: dict[str, Generalisation] = Field(default_factory=dict)
     country_code: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,2}$")
+    # `age_band`: the age in whole years on the date of `age_as_of` (a date or timestamp column
+    # of the schema, or of bronze's metadata), rounded down to a multiple of `age_band_width`
+    age_band_width: int = Field(default=10, ge=1, le=100)
+    age_as_of: str = "_ingested_at"
 
     @model_validator(mode="after")
     def _phones_have_a_country(self) -> Personal:
@@ -268,6 +276,9 @@ class Source(Frozen):
         named = {self.key, *self.required, *self.personal.columns()}
         if self.order_by:
             named.add(self.order_by)
+        as_of = self.personal.age_as_of
+        if "age_band" in self.personal.generalise.values() and as_of not in AGE_AS_OF_METADATA:
+            named.add(as_of)
         if self.label:
             named.add(self.label.column)
             if self.label.conflicts:
@@ -302,7 +313,7 @@ class Source(Frozen):
             if column in self.personal.drop:
                 continue
             if column in self.personal.tokenize:
-                out.append(f"{column}_token")
+                out.append(f"{column}_{PSEUDONYM}")
             elif column in self.personal.generalise:
                 out.append(f"{column}_{self.personal.generalise[column]}")
             else:
@@ -310,9 +321,10 @@ class Source(Frozen):
         return out
 
     def silver_name(self, column: str) -> str:
-        """The silver name of a bronze column (tokenised columns get a `_token` suffix)."""
+        """The silver name of a bronze column: a tokenised column is replaced by its artificial
+        id, `<column>_pseudonym`; a generalised one gets its generalisation's suffix."""
         if column in self.personal.tokenize:
-            return f"{column}_token"
+            return f"{column}_{PSEUDONYM}"
         if column in self.personal.generalise:
             return f"{column}_{self.personal.generalise[column]}"
         return column

@@ -29,7 +29,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config import BinarySource, Dataset, Settings, Source
+from lakestory.config import BinarySource, Dataset, Settings, Source, load_token_key
 from lakestory.ingestion import ops
 from lakestory.ingestion.landing import LandedFile, list_files
 from lakestory.ingestion.streams import carries, commit_actions, pending_batch, query_id
@@ -50,6 +50,7 @@ from lakestory.io import (
     log_version,
     register,
 )
+from lakestory.privacy.erasure import ledger_table, without_erased
 
 log = logging.getLogger("lakestory.ingest")
 
@@ -197,7 +198,8 @@ class _Ingestion:
         )
         ordered = [c for c in out.columns if c not in METADATA_COLUMNS] + METADATA_COLUMNS
         writer = (
-            out.select(*ordered)
+            self._without_erased(out)
+            .select(*ordered)
             .write.format("delta")
             .mode("append")
             .option("txnAppId", self.app_id())
@@ -207,6 +209,17 @@ class _Ingestion:
         if batch.added_columns:
             writer = writer.option("mergeSchema", "true")
         writer.save(self.path)
+
+    def _without_erased(self, rows: DataFrame) -> DataFrame:
+        """Rows of subjects erased by `lakestory forget` are left out, should their records
+        land again (a landing file still holding them, a full refresh): see `erasure`."""
+        source = self.source
+        ledger = str(ledger_table(self.dataset).path(self.settings))
+        if not isinstance(source, Source) or log_version(self.spark, ledger) is None:
+            return rows
+        log.info("%s: leaving out the rows of erased subjects", self.table)
+        key = load_token_key(self.settings)
+        return rows.transform(without_erased(self.spark, self.settings, self.dataset, source, key))
 
     def _committed_files(self, batch_id: int) -> list[str] | None:
         """The data files that this batch's bronze commit added, read from the commit itself;

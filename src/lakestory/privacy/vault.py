@@ -13,6 +13,8 @@ is: one token never gets two ids.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 
@@ -22,6 +24,7 @@ from pyspark.sql import functions as F
 
 from lakestory.config import Settings
 from lakestory.config.models import Dataset
+from lakestory.errors import WrongKeyError
 from lakestory.io import TableRef, ensure_layers, log_version, register
 from lakestory.io.tables import RESTRICTED
 from lakestory.privacy.tokens import Transform
@@ -44,6 +47,13 @@ _CONFLICTS = (
     "DELTA_METADATA_CHANGED",
 )
 ATTEMPTS = 8
+# a table property of the vault: which key its tokens were made with (see `key_fingerprint`)
+FINGERPRINT = "lakestory.tokenKey.fingerprint"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Names a key without revealing it: the HMAC of a fixed text under the key, cut short."""
+    return hmac.new(key, b"lakestory token key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
 def vault_table(dataset: Dataset) -> TableRef:
@@ -55,8 +65,9 @@ def _conflict(exc: Exception) -> bool:
     return any(name in text for name in _CONFLICTS)
 
 
-def _create(spark: SparkSession, settings: Settings, table: TableRef) -> None:
-    """The empty vault, if there is none yet (creating it twice at once is a conflict too)."""
+def _create(spark: SparkSession, settings: Settings, table: TableRef, fingerprint: str) -> None:
+    """The empty vault, if there is none yet (creating it twice at once is a conflict too),
+    marked with the fingerprint of the key its tokens are made with."""
     ensure_layers(spark, settings)
     path = str(table.path(settings))
     if log_version(spark, path) is None:
@@ -64,20 +75,43 @@ def _create(spark: SparkSession, settings: Settings, table: TableRef) -> None:
             DeltaTable.createIfNotExists(spark)
             .location(path)
             .addColumns(spark.createDataFrame([], SCHEMA).schema)
+            .property(FINGERPRINT, fingerprint)
             .execute()
         )
     register(spark, settings, table)
 
 
-def mint_ids(spark: SparkSession, settings: Settings, dataset: Dataset, tokens: DataFrame) -> int:
-    """Give every token in `tokens` (a `token` column; nulls skipped) that the dataset's vault
-    lacks a new random id. Returns how many were minted by this call's commit."""
+def check_key(spark: SparkSession, settings: Settings, dataset: Dataset, key: bytes) -> None:
+    """Stop when `key` is not the key the dataset's vault was made with (a vault that does
+    not exist yet takes any)."""
+    table = vault_table(dataset)
+    path = str(table.path(settings))
+    if log_version(spark, path) is None:
+        return
+    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
+    made = (detail[0] if detail is not None else {}).get(FINGERPRINT)
+    given = key_fingerprint(key)
+    if made is not None and made != given:
+        raise WrongKeyError(
+            f"the token key (fingerprint {given}) is not the one {table} was made with "
+            f"(fingerprint {made}): provide that key, or, after `lakestory rotate-key`, the "
+            "new one"
+        )
+
+
+def mint_ids(
+    spark: SparkSession, settings: Settings, dataset: Dataset, tokens: DataFrame, key: bytes
+) -> int:
+    """Give every token in `tokens` (a `token` column made with `key`; nulls skipped) that the
+    dataset's vault lacks a new random id. Returns how many were minted by this call's
+    commit. A vault made with another key stops it (`check_key`)."""
+    check_key(spark, settings, dataset, key)
     table = vault_table(dataset)
     path = str(table.path(settings))
     new = tokens.select(TOKEN).where(F.col(TOKEN).isNotNull()).distinct()
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            _create(spark, settings, table)
+            _create(spark, settings, table, key_fingerprint(key))
             done = (
                 DeltaTable.forPath(spark, path)
                 .alias("v")
@@ -97,20 +131,24 @@ def mint_ids(spark: SparkSession, settings: Settings, dataset: Dataset, tokens: 
     return int(row["num_inserted_rows"]) if row is not None else 0
 
 
-def with_artificial_ids(
-    spark: SparkSession, settings: Settings, dataset: Dataset, columns: dict[str, str]
-) -> Transform:
+def read_vault(spark: SparkSession, settings: Settings, dataset: Dataset) -> DataFrame:
+    """The dataset's vault as it is now, or an empty one if no id was minted yet."""
+    path = str(vault_table(dataset).path(settings))
+    if log_version(spark, path) is None:
+        return spark.createDataFrame([], SCHEMA)
+    return spark.read.format("delta").load(path)
+
+
+def with_artificial_ids(vault: DataFrame, columns: dict[str, str]) -> Transform:
     """Replace each token column (key) by its artificial id (value: the id column's name),
-    looked up in the dataset's vault; a token the vault lacks gives a null id (mint first)."""
-    vault = spark.read.format("delta").load(str(vault_table(dataset).path(settings)))
+    looked up in `vault` (`read_vault`); a token the vault lacks gives a null id (mint first)."""
 
     def _apply(df: DataFrame) -> DataFrame:
         for token_column, id_column in columns.items():
-            ids = vault.select(
-                F.col(TOKEN).alias(f"__vault_{token_column}"), F.col(ID).alias(id_column)
-            )
-            df = df.join(ids, df[token_column] == ids[f"__vault_{token_column}"], "left").drop(
-                token_column, f"__vault_{token_column}"
+            looked_up = f"__vault_{token_column}"
+            ids = vault.select(F.col(TOKEN).alias(looked_up), F.col(ID).alias(id_column))
+            df = df.join(ids, df[token_column] == ids[looked_up], "left").drop(
+                token_column, looked_up
             )
         return df
 

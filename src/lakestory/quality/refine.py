@@ -44,6 +44,9 @@ from lakestory.ingestion import (
 from lakestory.ingestion.streams import carries, commit_actions, query_id, remove, rescanned
 from lakestory.io import TableRef, checkpoint_path, local_frame, log_version, register
 from lakestory.privacy import with_keyed_tokens
+from lakestory.privacy.generalise import generalised
+from lakestory.privacy.vault import SCHEMA as VAULT_SCHEMA
+from lakestory.privacy.vault import TOKEN, check_key, mint_ids, read_vault, with_artificial_ids
 from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
 from lakestory.quality.labels import LABEL_TEXT, UNLABELED, label_rules
 from lakestory.quality.outliers import (
@@ -196,19 +199,44 @@ def _validate_expectations(spark: SparkSession, dataset: Dataset, source_name: s
             raise ConfigError(f"{where}: {first}") from None
 
 
-def with_pseudonyms(source: Source, key: bytes) -> Transform:
-    """Generalise quasi-identifiers, tokenise identifiers, drop direct identifiers."""
+def with_pseudonyms(source: Source, key: bytes, vault: DataFrame) -> Transform:
+    """Generalise quasi-identifiers, drop direct identifiers, and replace each identifier by
+    its artificial id: its keyed token looked up in the dataset's `vault`, where `mint` has
+    put it (the token itself never reaches silver)."""
 
     personal = source.personal
+    as_of = F.col(personal.age_as_of)
 
     def _apply(df: DataFrame) -> DataFrame:
         for column, kind in personal.generalise.items():
-            generalised: Column = F.year(F.col(column)) if kind == "year" else F.col(column)
-            df = df.withColumn(source.silver_name(column), generalised)
+            coarse = generalised(F.col(column), kind, as_of, personal.age_band_width)
+            df = df.withColumn(source.silver_name(column), coarse)
         df = df.drop(*personal.generalise, *personal.drop)
-        return df.transform(with_keyed_tokens(dict(personal.tokenize), key, personal.country_code))
+        tokens = with_keyed_tokens(dict(personal.tokenize), key, personal.country_code)
+        ids = {f"{c}_token": source.silver_name(c) for c in personal.tokenize}
+        return df.transform(tokens).transform(with_artificial_ids(vault, ids))
 
     return _apply
+
+
+def mint(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    source: Source,
+    typed: DataFrame,
+    key: bytes,
+) -> int:
+    """Give each identifier of `typed` (rows with the source's declared types) that the
+    dataset's vault lacks an artificial id; returns how many were minted."""
+    personal = source.personal
+    if not personal.tokenize:
+        return 0
+    tokens = typed.select(*personal.tokenize).transform(
+        with_keyed_tokens(dict(personal.tokenize), key, personal.country_code)
+    )
+    every = F.explode(F.array(*[F.col(f"{c}_token") for c in personal.tokenize]))
+    return mint_ids(spark, settings, dataset, tokens.select(every.alias(TOKEN)), key)
 
 
 @dataclass(frozen=True)
@@ -345,10 +373,12 @@ METRICS_SCHEMA = (
 )
 
 
-def silver_frame(kept: DataFrame, source: Source, key: bytes, found: list[Fence]) -> DataFrame:
+def silver_frame(
+    kept: DataFrame, source: Source, key: bytes, found: list[Fence], vault: DataFrame
+) -> DataFrame:
     """The rows silver gets from the rows that passed every rule: outliers flagged or clipped,
     the latest version of each business key, pseudonymised, in silver's column order."""
-    return _silver_rows(_ranked(kept, source, found), source, key)
+    return _silver_rows(_ranked(kept, source, found), source, key, vault)
 
 
 def _ranked(kept: DataFrame, source: Source, found: list[Fence]) -> DataFrame:
@@ -361,12 +391,12 @@ def _ranked(kept: DataFrame, source: Source, found: list[Fence]) -> DataFrame:
 
 
 def _silver_rows(
-    ranked: DataFrame, source: Source, key: bytes, keep: tuple[str, ...] = ()
+    ranked: DataFrame, source: Source, key: bytes, vault: DataFrame, keep: tuple[str, ...] = ()
 ) -> DataFrame:
     extra = [OUTLIERS] if OUTLIERS in ranked.columns else []
     return (
         ranked.where(F.col(RANK) == 1)
-        .transform(with_pseudonyms(source, key))
+        .transform(with_pseudonyms(source, key, vault))
         .select(*source.silver_columns(), *extra, *SILVER_METADATA, *keep)
     )
 
@@ -383,7 +413,8 @@ def silver_schema(spark: SparkSession, bronze: DataFrame, source: Source) -> Str
     placeholders = [
         Fence(c, o.method, o.k, o.action, None, None) for c, o in source.outliers.items()
     ]
-    return silver_frame(typed, source, b"schema-only", placeholders).schema
+    vault = spark.createDataFrame([], VAULT_SCHEMA)
+    return silver_frame(typed, source, b"schema-only", placeholders, vault).schema
 
 
 def _same_shape(a: StructType, b: StructType) -> bool:
@@ -530,11 +561,15 @@ class Refinement:
         ranked = _ranked(checked.where(checks.kept()), source, found)
         silver_path = str(self.silver.path(settings))
         upserted = 0
+        # ids for the batch's identifiers before anything is written that carries them (a
+        # batch run again mints nothing twice)
+        mint(spark, settings, self.dataset, source, typed, self.key)
+        vault = read_vault(spark, settings, self.dataset)
 
         def upsert(frame: DataFrame) -> None:
             nonlocal upserted
             upserted = upsert_latest(
-                _silver_rows(frame, source, self.key),
+                _silver_rows(frame, source, self.key, vault),
                 silver_path,
                 source.silver_name(source.key),
                 [source.silver_name(c) for c in _order(source)],
@@ -548,7 +583,7 @@ class Refinement:
         )
         dups = duplicates_of(kept)
         if any(r.action == UNLABELED for r in rules):
-            self._write_unlabeled(checked, checks, found, txn, replace)
+            self._write_unlabeled(checked, checks, found, vault, txn, replace)
         quarantine_path = str(quarantine.path(settings))
         counted = _observed(
             failing, _tally_counts(checks, found), write_quarantine, quarantine_path, txn
@@ -575,6 +610,7 @@ class Refinement:
         checked: DataFrame,
         checks: Checks,
         found: list[Fence],
+        vault: DataFrame,
         txn: tuple[str, int],
         replace: bool,
     ) -> None:
@@ -591,7 +627,7 @@ class Refinement:
             }
         )
         ranked = _ranked(both, source, found)
-        rows = _silver_rows(ranked, source, self.key, keep=(LABEL_TEXT, REASONS, RETRACT))
+        rows = _silver_rows(ranked, source, self.key, vault, keep=(LABEL_TEXT, REASONS, RETRACT))
         upsert_latest(
             rows,
             str(self.unlabeled.path(self.settings)),
@@ -751,6 +787,8 @@ def refine_source(
     stream from bronze with a checkpoint of its own. Returns the counts of all its batches."""
     source = dataset.structured()[source_name]
     validate_expectations(spark, dataset, source_name)
+    if source.personal.tokenize:  # a run with another key stops before it reads a row
+        check_key(spark, settings, dataset, key)
     bronze = bronze_table(dataset, source_name)
     bronze_path = str(bronze.path(settings))
     if log_version(spark, bronze_path) is None:

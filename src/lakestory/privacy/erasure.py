@@ -1,0 +1,490 @@
+"""Erasure: `lakestory forget <dataset> --subjects FILE` removes people from every table.
+
+A subject is named in a CSV file by any identifier the dataset tokenises (a header names the
+column: `customer_id`, `email`, ...), never on the command line, where shells and process
+lists keep it. From those identifiers forget finds:
+
+- their keyed tokens, and in the vault their artificial ids; any row of silver or gold that
+  carries one of those ids names the subject's other ids too (a person found by e-mail is
+  also found under their customer id), and those ids' tokens join the set;
+- in bronze and quarantine, whose rows are raw records, the rows whose identifier columns
+  give one of the tokens, and the malformed rows whose raw text (`_corrupt_record`,
+  `_rescued`) contains one of the identifiers as given (letter case aside).
+
+Those rows are deleted from bronze, quarantine, silver, gold (features, predictions: every
+table of the dataset with an id column) and the vault. Then each table changed is rewritten
+without them: `REORG TABLE ... APPLY (PURGE)` rewrites files that hide rows behind deletion
+vectors, and `VACUUM ... RETAIN 0 HOURS` removes every file no longer in the current version,
+with Delta's retention check turned off for this command alone. Older versions of those
+tables can then no longer be read (their files are gone), which is the point: time travel
+must not bring the subject back. Delta's per-file statistics, which would copy values into
+the transaction log, are off by default in lakestory's sessions (`session.spark_conf`).
+
+Files still in landing are the source system's copy and are left as they are. What keeps a
+subject from coming back is the tombstone list, `restricted.<dataset>_erasures`: the tokens
+and raw-record hashes of what was erased, no identifier. Ingest leaves out every landed row
+that matches it (`without_erased`), a full refresh included, and a restore from a backup
+applies it again (`reapply`).
+
+Each erasure writes a receipt to `ops.erasures`: how many subjects, which tables at which
+versions, how many rows, when; never an identifier, token or id.
+
+Forget deletes and vacuums under the tables of running refreshes: run it when no other
+lakestory job writes the dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakestory.config import ConfigError, Dataset, Settings, Source
+from lakestory.config.models import PSEUDONYM
+from lakestory.io import TableRef, ensure_layers, local_frame, log_version, register
+from lakestory.io.tables import RESTRICTED
+from lakestory.privacy.tokens import Transform, with_keyed_tokens
+from lakestory.privacy.vault import ID, TOKEN, check_key, key_fingerprint, vault_table
+
+log = logging.getLogger("lakestory.forget")
+
+ERASURES = TableRef("ops", "erasures")
+RECEIPT_SCHEMA = (
+    "receipt_id string, dataset string, subjects long, found long, "
+    "tables array<struct<table: string, version: long, rows: long>>, "
+    "tombstones long, erased_at timestamp"
+)
+# a token tombstone names the fingerprint of the key that made it (`vault.key_fingerprint`);
+# a raw record's hash needs no key (null)
+LEDGER_SCHEMA = "kind string, value string, key string, receipt_id string, erased_at timestamp"
+TOKEN_KIND, ROW_KIND = "token", "row"
+
+
+def tombstones(entries: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
+    """The tombstone list's tokens made with `key`, and its raw-record hashes (`value`)."""
+    tokens = entries.where(
+        (F.col("kind") == TOKEN_KIND) & (F.col("key") == key_fingerprint(key))
+    ).select("value")
+    return tokens, entries.where(F.col("kind") == ROW_KIND).select("value")
+
+
+ROW_HASH = "_row_hash"
+RAW_TEXT = ("_corrupt_record", "_rescued")
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+LISTING_TASKS = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+
+
+def ledger_table(dataset: Dataset) -> TableRef:
+    """The dataset's tombstone list: tokens and raw-row hashes of erased subjects."""
+    return TableRef(RESTRICTED, f"{dataset.name}_erasures")
+
+
+@dataclass(frozen=True)
+class TableErased:
+    table: str
+    version: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an erasure did; no identifier, token or id."""
+
+    receipt_id: str
+    dataset: str
+    subjects: int
+    found: int  # subjects with an id in the vault
+    tables: list[TableErased] = field(default_factory=list)
+    tombstones: int = 0
+    erased_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{t.table} ({t.rows} rows, now v{t.version})" for t in self.tables)
+        return (
+            f"erasure {self.receipt_id}: {self.subjects} subject(s) of {self.dataset}, "
+            f"{self.found} found in the vault; {self.rows} rows removed"
+            + (f" from {where}" if where else "")
+            + f"; {self.tombstones} tombstone(s) recorded; receipt in {ERASURES}"
+        )
+
+
+def _identifier_kinds(dataset: Dataset) -> dict[str, tuple[str, Source]]:
+    """Each column the dataset tokenises, with its kind and a source that declares it."""
+    kinds: dict[str, tuple[str, Source]] = {}
+    for source in dataset.structured().values():
+        for column, kind in source.personal.tokenize.items():
+            kinds.setdefault(column, (kind, source))
+    return kinds
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """The identifiers of a subjects file, by column, and how many subjects (rows) it names."""
+
+    identifiers: dict[str, list[str]]
+    count: int
+
+
+def read_subjects(path: Path, dataset: Dataset) -> Subjects:
+    """The identifiers in a subjects file: a CSV whose header names identifier columns the
+    dataset tokenises, one subject a row (an empty cell names nothing)."""
+    kinds = _identifier_kinds(dataset)
+    known = ", ".join(sorted(kinds)) or "none"
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the subjects file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the subjects file is not UTF-8 text") from None
+    if not rows:
+        raise ConfigError(f"{path}: empty; the first line names the identifier columns ({known})")
+    header = [h.strip() for h in rows[0]]
+    unknown = [h for h in header if h not in kinds]
+    if unknown or not header:
+        raise ConfigError(
+            f"{path}: the header names {', '.join(unknown) or 'nothing'}, which {dataset.name} "
+            f"does not tokenise; name one or more of: {known}"
+        )
+    found: dict[str, list[str]] = {h: [] for h in header}
+    count = 0
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) > len(header):
+            raise ConfigError(f"{path}: line {line} has more cells than the header")
+        named = [(c, v) for c, v in zip(header, row, strict=False) if v.strip()]
+        for column, value in named:
+            found[column].append(value)
+        count += bool(named)
+    if not count:
+        raise ConfigError(f"{path}: no subject: every identifier cell is empty")
+    return Subjects(found, count)
+
+
+def _tokens_of(
+    spark: SparkSession, dataset: Dataset, identifiers: dict[str, list[str]], key: bytes
+) -> DataFrame:
+    """One `token` per identifier, normalised as its column's kind says."""
+    kinds = _identifier_kinds(dataset)
+    frames = []
+    for column, values in identifiers.items():
+        kind, source = kinds[column]
+        rows = local_frame(spark, [(v,) for v in values], f"`{column}` string")
+        tokenised = rows.transform(
+            with_keyed_tokens({column: kind}, key, source.personal.country_code)
+        )
+        frames.append(tokenised.select(F.col(f"{column}_token").alias(TOKEN)))
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out.where(F.col(TOKEN).isNotNull()).distinct()
+
+
+def _tables(settings: Settings, layers: tuple[str, ...], prefix: str) -> Iterator[TableRef]:
+    for layer in layers:
+        folder = settings.root / layer
+        if not folder.is_dir():
+            continue
+        for table in sorted(folder.iterdir()):
+            if table.name.startswith(prefix) and (table / "_delta_log").is_dir():
+                yield TableRef(layer, table.name)
+
+
+def _load(spark: SparkSession, settings: Settings, table: TableRef) -> DataFrame:
+    return spark.read.format("delta").load(str(table.path(settings)))
+
+
+def _id_columns(dataset: Dataset, columns: list[str]) -> list[str]:
+    ids = {f"{c}_{PSEUDONYM}" for c in _identifier_kinds(dataset)}
+    return [c for c in columns if c in ids]
+
+
+def _values(frame: DataFrame, column: str) -> list[str]:
+    return [r[0] for r in frame.select(column).where(F.col(column).isNotNull()).collect()]
+
+
+@contextmanager
+def _vacuum_now(spark: SparkSession) -> Iterator[None]:
+    """In this block only, VACUUM may remove files younger than Delta's safety retention, and
+    lists a table's folders in as many tasks as there are cores rather than Spark's 10,000
+    (which took 10 to 40 s a table here)."""
+    settings = {
+        RETENTION_CHECK: "false",
+        LISTING_TASKS: str(spark.sparkContext.defaultParallelism),
+    }
+    before = {k: spark.conf.get(k, None) for k in settings}
+    for k, value in settings.items():
+        spark.conf.set(k, value)
+    try:
+        yield
+    finally:
+        for k, was in before.items():
+            if was is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, was)
+
+
+def _delete_matching(
+    spark: SparkSession, settings: Settings, table: TableRef, doomed: DataFrame, on: list[str]
+) -> int:
+    """Delete the rows of `table` that match a row of `doomed` on any of the columns `on`
+    (each compared with `doomed`'s single column); returns how many. A MERGE, so that the
+    values matched are data, never literals in the commit's recorded predicate."""
+    if not on:
+        return 0
+    (name,) = doomed.columns
+    condition = " OR ".join(f"t.`{c}` = s.`{name}`" for c in on)
+    result = (
+        DeltaTable.forPath(spark, str(table.path(settings)))
+        .alias("t")
+        .merge(F.broadcast(doomed).alias("s"), condition)
+        .whenMatchedDelete()
+        .execute()
+    )
+    row = result.first()
+    return int(row["num_deleted_rows"]) if row is not None else 0
+
+
+def _purge(spark: SparkSession, settings: Settings, table: TableRef) -> int:
+    """Rewrite the files of `table` that hide deleted rows, then remove every file the
+    current version does not use; returns the version after."""
+    path = str(table.path(settings)).replace("`", "``")
+    spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
+    with _vacuum_now(spark):
+        spark.sql(f"VACUUM delta.`{path}` RETAIN 0 HOURS")
+    version = log_version(spark, str(table.path(settings)))
+    assert version is not None
+    return version
+
+
+def _raw_rows(
+    dataset: Dataset, rows: DataFrame, tokens: DataFrame, raw: list[str], key: bytes
+) -> DataFrame:
+    """The `_row_hash` of each raw record of `rows` (bronze's or quarantine's) that belongs to
+    a subject: an identifier column giving one of `tokens`, or raw text containing one of
+    `raw` (the identifiers as given)."""
+    kinds = {c: k for c, (k, _) in _identifier_kinds(dataset).items() if c in rows.columns}
+    sources = dataset.structured().values()
+    code = next((s.personal.country_code for s in sources if s.personal.country_code), None)
+    hits: DataFrame | None = None
+    if kinds:
+        tokenised = rows.select(ROW_HASH, *kinds).transform(with_keyed_tokens(kinds, key, code))
+        every = F.explode(F.array(*[F.col(f"{c}_token") for c in kinds])).alias(TOKEN)
+        found = tokenised.select(ROW_HASH, every).join(F.broadcast(tokens), TOKEN, "left_semi")
+        hits = found.select(ROW_HASH)
+    text = [c for c in RAW_TEXT if c in rows.columns]
+    if text and raw:
+        needles = local_frame(
+            rows.sparkSession, [(v.strip().lower(),) for v in raw], "needle string"
+        )
+        contains = F.lit(False)
+        for c in text:
+            contains = contains | (F.instr(F.lower(F.col(c)), F.col("needle")) > 0)
+        candidates = rows.where(" OR ".join(f"`{c}` IS NOT NULL" for c in text))
+        matched = candidates.crossJoin(F.broadcast(needles)).where(contains).select(ROW_HASH)
+        hits = matched if hits is None else hits.unionByName(matched)
+    if hits is None:
+        return rows.sparkSession.createDataFrame([], f"{ROW_HASH} string")
+    return hits.distinct()
+
+
+def forget(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    subjects: Path | Subjects,
+    key: bytes,
+) -> Receipt:
+    """Erase the subjects named in the file `subjects` (or already read from one, by
+    `read_subjects`) from every table of `dataset`."""
+    named = read_subjects(subjects, dataset) if isinstance(subjects, Path) else subjects
+    raw = [v for values in named.identifiers.values() for v in values]
+    tokens = _tokens_of(spark, dataset, named.identifiers, key)
+    return _erase(spark, settings, dataset, key, tokens, raw, [], subjects=named.count)
+
+
+def reapply(spark: SparkSession, settings: Settings, dataset: Dataset, key: bytes) -> Receipt:
+    """Erase again every subject the tombstone list names (after a restore from a backup
+    taken before some erasure): rows whose tokens or raw-row hashes it holds."""
+    ledger = ledger_table(dataset)
+    if log_version(spark, str(ledger.path(settings))) is None:
+        return Receipt(uuid.uuid4().hex, dataset.name, 0, 0)
+    entries = _load(spark, settings, ledger)
+    made, rows = tombstones(entries, key)
+    tokens = made.select(F.col("value").alias(TOKEN))
+    hashes = _values(rows, "value")
+    return _erase(spark, settings, dataset, key, tokens.distinct(), [], hashes, subjects=0)
+
+
+def _erase(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    key: bytes,
+    tokens: DataFrame,
+    raw: list[str],
+    row_hashes: list[str],
+    subjects: int,
+) -> Receipt:
+    ensure_layers(spark, settings)
+    check_key(spark, settings, dataset, key)  # another key's tokens would find nobody
+    receipt_id = uuid.uuid4().hex
+    prefix = f"{dataset.name}_"
+    vault = vault_table(dataset)
+    has_vault = log_version(spark, str(vault.path(settings))) is not None
+    token_list = _values(tokens, TOKEN)
+    # ids of the tokens, then every id on a row that carries one of them, then their tokens
+    ids: set[str] = set()
+    if has_vault and token_list:
+        known = _load(spark, settings, vault)
+        ids = set(_values(known.join(F.broadcast(tokens), TOKEN, "left_semi"), ID))
+    found = len(ids)
+    carriers = [
+        t for t in _tables(settings, ("silver", "gold"), prefix)
+        if _id_columns(dataset, _load(spark, settings, t).columns)
+    ]  # fmt: skip
+    if ids:
+        wanted = local_frame(spark, [(i,) for i in sorted(ids)], "id string")
+        for table in carriers:
+            frame = _load(spark, settings, table)
+            columns = _id_columns(dataset, frame.columns)
+            match = " OR ".join(f"t.`{c}` = w.id" for c in columns)
+            rows = frame.alias("t").join(F.broadcast(wanted).alias("w"), F.expr(match), "left_semi")
+            for c in columns:
+                ids.update(_values(rows, c))
+    id_frame = local_frame(spark, [(i,) for i in sorted(ids)], f"{ID} string")
+    if ids:
+        linked = _load(spark, settings, vault).join(F.broadcast(id_frame), ID, "left_semi")
+        token_list = sorted(set(token_list) | set(_values(linked, TOKEN)))
+    all_tokens = local_frame(spark, [(t,) for t in token_list], f"{TOKEN} string")
+
+    erased: list[TableErased] = []
+    hashes = set(row_hashes)
+    raw_tables = list(_tables(settings, ("bronze", "quarantine"), prefix))
+    for table in raw_tables:
+        rows = _load(spark, settings, table)
+        if ROW_HASH in rows.columns:
+            hashes.update(_values(_raw_rows(dataset, rows, all_tokens, raw, key), ROW_HASH))
+    hash_frame = local_frame(spark, [(h,) for h in sorted(hashes)], f"{ROW_HASH} string")
+
+    def delete(table: TableRef, doomed: DataFrame, on: list[str]) -> None:
+        n = _delete_matching(spark, settings, table, doomed, on)
+        if n:
+            erased.append(TableErased(table.qualified, _purge(spark, settings, table), n))
+            log.info("%s: %d row(s) erased and purged", table, n)
+
+    if hashes:
+        for table in raw_tables:
+            if ROW_HASH in _load(spark, settings, table).columns:
+                delete(table, hash_frame, [ROW_HASH])
+    if ids:
+        for table in carriers:
+            delete(table, id_frame, _id_columns(dataset, _load(spark, settings, table).columns))
+    if has_vault and token_list:
+        delete(vault, all_tokens, [TOKEN])
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    fingerprint = key_fingerprint(key)
+    entries: list[tuple[str, str, str | None]] = [(TOKEN_KIND, t, fingerprint) for t in token_list]
+    entries += [(ROW_KIND, h, None) for h in sorted(hashes)]
+    new = record_tombstones(spark, settings, dataset, entries, receipt_id, now)
+    receipt = Receipt(receipt_id, dataset.name, subjects, found, erased, new)
+    _record_receipt(spark, settings, receipt, now)
+    return receipt
+
+
+def record_tombstones(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    entries: list[tuple[str, str, str | None]] | DataFrame,
+    receipt_id: str,
+    now: datetime,
+) -> int:
+    """Add the entries the tombstone list lacks; returns how many were new."""
+    ledger = ledger_table(dataset)
+    path = str(ledger.path(settings))
+    if isinstance(entries, DataFrame):  # (kind, value, key)
+        when = F.lit(now).cast("timestamp")
+        rows = entries.select("kind", "value", "key", F.lit(receipt_id).alias("receipt_id"), when)
+    else:
+        listed = [(k, v, f, receipt_id, now) for k, v, f in entries]
+        rows = local_frame(spark, listed, LEDGER_SCHEMA)
+    if log_version(spark, path) is None:
+        rows.write.format("delta").mode("overwrite").save(path)
+        register(spark, settings, ledger)
+        return rows.count()
+    result = (
+        DeltaTable.forPath(spark, path)
+        .alias("l")
+        .merge(rows.alias("n"), "l.kind = n.kind AND l.value = n.value AND l.key <=> n.key")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    row = result.first()
+    return int(row["num_inserted_rows"]) if row is not None else 0
+
+
+def _record_receipt(
+    spark: SparkSession, settings: Settings, receipt: Receipt, now: datetime
+) -> None:
+    tables = [(t.table, t.version, t.rows) for t in receipt.tables]
+    row = (
+        receipt.receipt_id,
+        receipt.dataset,
+        receipt.subjects,
+        receipt.found,
+        tables,
+        receipt.tombstones,
+        now,
+    )
+    frame = local_frame(spark, [row], RECEIPT_SCHEMA)
+    frame.write.format("delta").mode("append").save(str(ERASURES.path(settings)))
+    register(spark, settings, ERASURES)
+
+
+def without_erased(
+    spark: SparkSession, settings: Settings, dataset: Dataset, source: Source, key: bytes
+) -> Transform:
+    """Leave out of landed rows (bronze's text columns, `_row_hash`) those of erased subjects:
+    a tokenised identifier whose token, or a raw record whose hash, the tombstone list holds.
+    Rows pass unchanged when nothing was ever erased."""
+    ledger = ledger_table(dataset)
+    if log_version(spark, str(ledger.path(settings))) is None:
+        return lambda df: df
+    made, rows = tombstones(_load(spark, settings, ledger), key)
+    tokens = made.select(F.col("value").alias("__erased"))
+    hashes = rows.select(F.col("value").alias("__erased"))
+    personal = source.personal
+
+    def _apply(df: DataFrame) -> DataFrame:
+        out = df.join(F.broadcast(hashes), df[ROW_HASH] == hashes["__erased"], "left_anti")
+        if not personal.tokenize:
+            return out
+        kinds = {c: k for c, k in personal.tokenize.items() if c in df.columns}
+        tokenised = out.withColumns({f"__id_{c}": F.col(c) for c in kinds}).transform(
+            with_keyed_tokens(
+                {f"__id_{c}": k for c, k in kinds.items()}, key, personal.country_code
+            )
+        )
+        for c in kinds:
+            column = F.col(f"__id_{c}_token")
+            tokenised = tokenised.join(
+                F.broadcast(tokens), column == F.col("__erased"), "left_anti"
+            )
+        return tokenised.drop(*[f"__id_{c}_token" for c in kinds])
+
+    return _apply
