@@ -43,10 +43,17 @@ from lakestory.ingestion import (
 )
 from lakestory.ingestion.streams import carries, commit_actions, query_id, remove, rescanned
 from lakestory.io import TableRef, checkpoint_path, local_frame, log_version, register
-from lakestory.privacy import with_keyed_tokens
+from lakestory.privacy import normalised, with_hmac, with_keyed_tokens
 from lakestory.privacy.generalise import generalised
+from lakestory.privacy.vault import (
+    ID,
+    TOKEN,
+    check_key,
+    mint_ids,
+    read_vault,
+    with_artificial_ids,
+)
 from lakestory.privacy.vault import SCHEMA as VAULT_SCHEMA
-from lakestory.privacy.vault import TOKEN, check_key, mint_ids, read_vault, with_artificial_ids
 from lakestory.quality.dedup import RANK, duplicate_counts, duplicates_of, rank_versions
 from lakestory.quality.labels import LABEL_TEXT, UNLABELED, label_rules
 from lakestory.quality.outliers import (
@@ -202,7 +209,8 @@ def _validate_expectations(spark: SparkSession, dataset: Dataset, source_name: s
 def with_pseudonyms(source: Source, key: bytes, vault: DataFrame) -> Transform:
     """Generalise quasi-identifiers, drop direct identifiers, and replace each identifier by
     its artificial id: its keyed token looked up in the dataset's `vault`, where `mint` has
-    put it (the token itself never reaches silver)."""
+    put it (the token itself never reaches silver). An identifier whose id is already there
+    (the business key's, looked up by `_ranked`) is only dropped."""
 
     personal = source.personal
     as_of = F.col(personal.age_as_of)
@@ -212,9 +220,11 @@ def with_pseudonyms(source: Source, key: bytes, vault: DataFrame) -> Transform:
             coarse = generalised(F.col(column), kind, as_of, personal.age_band_width)
             df = df.withColumn(source.silver_name(column), coarse)
         df = df.drop(*personal.generalise, *personal.drop)
-        tokens = with_keyed_tokens(dict(personal.tokenize), key, personal.country_code)
-        ids = {f"{c}_token": source.silver_name(c) for c in personal.tokenize}
-        return df.transform(tokens).transform(with_artificial_ids(vault, ids))
+        done = [c for c in personal.tokenize if source.silver_name(c) in df.columns]
+        pending: dict[str, str] = {c: k for c, k in personal.tokenize.items() if c not in done}
+        tokens = with_keyed_tokens(pending, key, personal.country_code)
+        ids = {f"{c}_token": source.silver_name(c) for c in pending}
+        return df.drop(*done).transform(tokens).transform(with_artificial_ids(vault, ids))
 
     return _apply
 
@@ -378,16 +388,32 @@ def silver_frame(
 ) -> DataFrame:
     """The rows silver gets from the rows that passed every rule: outliers flagged or clipped,
     the latest version of each business key, pseudonymised, in silver's column order."""
-    return _silver_rows(_ranked(kept, source, found), source, key, vault)
+    return _silver_rows(_ranked(kept, source, found, key, vault), source, key, vault)
 
 
-def _ranked(kept: DataFrame, source: Source, found: list[Fence]) -> DataFrame:
+KEY_TOKEN = "__key_token"
+
+
+def _ranked(
+    kept: DataFrame, source: Source, found: list[Fence], key: bytes, vault: DataFrame
+) -> DataFrame:
     """Kept rows with outliers flagged or clipped, and ranked among the versions of their key
     (`rank_versions`): exact copies collapse with the other versions of their key, and the
-    row hash last makes the choice among equals the same in every run."""
+    row hash last makes the choice among equals the same in every run.
+
+    A tokenised business key is ranked by its token, after its artificial id is looked up in
+    `vault`: the lookup's join and the ranking's window then share one exchange of the rows
+    (by the token), and two ways of writing one key (" C1", "C1") are one key, as in silver."""
     outside = {f"{OUTSIDE}{i}": f.outside() for i, f in enumerate(found)}
     kept = kept.withColumns({**outside, **dict(flag_and_clip(found, dict(source.schema_)))})
-    return kept.transform(rank_versions(source.key, [*_order(source), "_row_hash"]))
+    by = source.key
+    kind = source.personal.tokenize.get(source.key)
+    if kind is not None:
+        value = normalised(F.col(source.key), kind, source.personal.country_code)
+        kept = kept.transform(with_hmac({KEY_TOKEN: F.when(value != "", value)}, key))
+        ids = vault.select(F.col(TOKEN).alias(KEY_TOKEN), F.col(ID).alias(source.silver_name(by)))
+        kept, by = kept.join(ids, KEY_TOKEN, "left"), KEY_TOKEN
+    return kept.transform(rank_versions(by, [*_order(source), "_row_hash"]))
 
 
 def _silver_rows(
@@ -558,13 +584,13 @@ class Refinement:
                 rejected = frame.where(is_rejected).select(*columns)
                 _write_once(rejected, settings, quarantine, txn, replace)
 
-        ranked = _ranked(checked.where(checks.kept()), source, found)
-        silver_path = str(self.silver.path(settings))
-        upserted = 0
         # ids for the batch's identifiers before anything is written that carries them (a
         # batch run again mints nothing twice)
         mint(spark, settings, self.dataset, source, typed, self.key)
         vault = read_vault(spark, settings, self.dataset)
+        ranked = _ranked(checked.where(checks.kept()), source, found, self.key, vault)
+        silver_path = str(self.silver.path(settings))
+        upserted = 0
 
         def upsert(frame: DataFrame) -> None:
             nonlocal upserted
@@ -626,7 +652,7 @@ class Refinement:
                 REASONS: checks.reasons(),
             }
         )
-        ranked = _ranked(both, source, found)
+        ranked = _ranked(both, source, found, self.key, vault)
         rows = _silver_rows(ranked, source, self.key, vault, keep=(LABEL_TEXT, REASONS, RETRACT))
         upsert_latest(
             rows,
