@@ -108,7 +108,16 @@ def mint_ids(
     check_key(spark, settings, dataset, key)
     table = vault_table(dataset)
     path = str(table.path(settings))
-    new = tokens.select(TOKEN).where(F.col(TOKEN).isNotNull()).distinct()
+    seen = tokens.select(TOKEN).where(F.col(TOKEN).isNotNull()).distinct()
+    if log_version(spark, path) is not None:
+        # the tokens the vault lacks; when there are none (a refresh of people known), no
+        # MERGE runs and nothing is committed
+        known = spark.read.format("delta").load(path).select(TOKEN)
+        new = seen.join(known, TOKEN, "left_anti").localCheckpoint()
+        if new.isEmpty():
+            return 0
+    else:
+        new = seen
     for attempt in range(1, ATTEMPTS + 1):
         try:
             _create(spark, settings, table, key_fingerprint(key))
