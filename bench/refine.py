@@ -32,13 +32,24 @@ to hour):
   rules as bit masks, the counts of the rules taken on failing rows only and one sort for
   de-duplication.
 
-At 1M rows, of a refresh's 18 s: 1.4 s the stream's start, 1.7 s the fences, 7.9 s silver
-(about what the bare side takes for the whole table), 4.3 s the quarantine pass (a second scan
-of every column, raw text included, of which it writes the 2.5% of failing rows), 1.5 s the
-commits and the metrics row.
+With the vault (issue 5), which adds a pass that finds the batch's new identifiers and a join
+of the kept rows with the vault in the silver and the unlabeled passes, and with Delta's
+per-file statistics off for new tables (an erasure requirement), which made the bare copy
+faster (24.7 s to 15.8 s at 4M):
+
+- 4M rows: 6.15 (medians 6.36) with e-mail tokenised too, then 4.29 (medians 4.21; refine
+  67.6 s, bare 15.75 s; from an empty vault 66.7 s, 4.23) with e-mail dropped, the key's
+  lookup sharing the ranking's exchange, and no MERGE for a batch of known people;
+- 1M rows: 4.71 (refine 26.0 s, bare 5.5 s), before the last of those three changes.
+
+Before the vault, at 1M rows, of a refresh's 18 s: 1.4 s the stream's start, 1.7 s the fences,
+7.9 s silver (about what the bare side takes for the whole table), 4.3 s the quarantine pass (a
+second scan of every column, raw text included, of which it writes the 2.5% of failing rows),
+1.5 s the commits and the metrics row.
 
 Prints one JSON line: {"rows": N, "bare_s": ..., "refine_s": ..., "ratio_vs_bare": ...,
-"ratio_of_medians": ..., "rows_per_s": ..., "bare_runs_s": [...], "refine_runs_s": [...]}.
+"ratio_of_medians": ..., "rows_per_s": ..., "bare_runs_s": [...], "refine_runs_s": [...],
+"refine_new_ids_s": ..., "ratio_new_ids_vs_bare": ...}.
 
     python bench/refine.py --rows 4000000
 """
