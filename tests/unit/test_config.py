@@ -81,10 +81,14 @@ def test_feature_referring_to_a_dropped_column_is_rejected(conf: Path) -> None:
 def test_a_tokenised_phone_column_needs_a_country_code(conf: Path) -> None:
     path = conf / "datasets" / "customers.yaml"
     text = path.read_text()
+    tokenised = (
+        "        customer_id: id               # silver: customer_id_pseudonym, an artificial id\n"
+    )
+    assert tokenised in text
     path.write_text(
-        text.replace("      drop: [name, phone, address]", "      drop: [name, address]").replace(
-            "        email: email\n", "        email: email\n        phone: phone\n", 1
-        )
+        text.replace(
+            "      drop: [name, email, phone, address]", "      drop: [name, address]"
+        ).replace(tokenised, tokenised + "        email: email\n        phone: phone\n", 1)
     )
     with pytest.raises(ConfigError) as err:
         load_dataset("customers", conf)
