@@ -50,7 +50,7 @@ def take_backup(spark: SparkSession, settings: Settings, to: Path) -> Manifest:
 @dataclass(frozen=True)
 class Restored:
     manifest: Manifest
-    receipts: list[Receipt]
+    receipts: list[Receipt]  # one per dataset with erasures, applied again
 
     def __str__(self) -> str:
         lines = [
@@ -99,7 +99,7 @@ def restore_backup(
     receipts = []
     for dataset in datasets:
         receipt = reapply(spark, settings, dataset, key)
-        if receipt.tables:
+        if receipt is not None:
             log.info("%s: erasures applied again: %d rows", dataset.name, receipt.rows)
-        receipts.append(receipt)
+            receipts.append(receipt)
     return Restored(manifest, receipts)

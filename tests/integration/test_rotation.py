@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -11,6 +12,7 @@ from pyspark.sql import SparkSession
 from lakestory.config import Settings
 from lakestory.errors import WrongKeyError
 from lakestory.ingestion import ingest_source
+from lakestory.privacy.erasure import forget
 from lakestory.privacy.rotation import rotate_key
 from lakestory.quality.refine import refine_source
 from tests.integration.test_refine import dataset, land
@@ -26,7 +28,7 @@ def _token(key: bytes, value: str) -> str:
 
 
 def test_rotation_keeps_every_id_and_the_old_key_is_refused(
-    spark: SparkSession, settings: Settings
+    spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
     ds = dataset("rotated")
     land(spark, settings, ds)
@@ -36,11 +38,18 @@ def test_rotation_keeps_every_id_and_the_old_key_is_refused(
     vault_before = {r.id: r.token for r in spark.read.table("restricted.rotated_vault").collect()}
     assert len(before) == 3
 
+    subjects = tmp_path / "subjects.csv"
+    subjects.write_text("id\n3\n")  # person 3 is erased; landing still holds their record
+    forget(spark, settings, ds, subjects, OLD)
+    erased = next(i for i, t in vault_before.items() if t == _token(OLD, "3"))
+    del vault_before[erased]
+    before.discard(erased)
+
     rotation = rotate_key(spark, settings, ds, OLD, NEW)
 
     vault = {r.id: r.token for r in spark.read.table("restricted.rotated_vault").collect()}
     assert vault.keys() == vault_before.keys()  # every id kept
-    assert rotation.ids == rotation.rekeyed == len(vault)
+    assert rotation.ids == rotation.rekeyed == len(vault) and rotation.tombstones == 1
     # each id's token is now the new key's token of the same identifier
     by_old = {_token(OLD, str(i)): _token(NEW, str(i)) for i in range(1, 8)}
     assert all(vault[i] == by_old[vault_before[i]] for i in vault)
@@ -51,10 +60,17 @@ def test_rotation_keeps_every_id_and_the_old_key_is_refused(
     folder = settings.root / "landing" / ds.name / "people"
     (folder / "b.csv").write_text(
         "id,name,age,country,updated\n1,Ann Ames,35,NL,2025-01-01\n8,Hal Hu,50,BE,2025-01-01\n"
+        "3,Cy Cole,18,NL,2025-01-01\n"  # a new record of the erased person: kept out
     )
-    ingest_source(spark, settings, ds, "people")
+    with pytest.MonkeyPatch.context() as mp:  # ingest reads the key lakestory is given
+        mp.setenv("LAKESTORY_TOKEN_KEY", OLD.decode())
+        with pytest.raises(WrongKeyError):  # the old key would miss the tombstones
+            ingest_source(spark, settings, ds, "people")
+        mp.setenv("LAKESTORY_TOKEN_KEY", NEW.decode())
+        ingest_source(spark, settings, ds, "people")
     refine_source(spark, settings, ds, "people", NEW, "run-3")
     after = {r.id_pseudonym: r.age for r in spark.read.table("silver.rotated_people").collect()}
-    assert before < after.keys() and len(after) == 4  # person 1 kept their id
+    assert before < after.keys() and len(after) == 3  # person 1 kept their id; 3 stays out
+    assert spark.read.table("bronze.rotated_people").where("id = '3'").count() == 0
     ann = next(i for i, t in vault_before.items() if t == _token(OLD, "1"))
     assert after[ann] == 35

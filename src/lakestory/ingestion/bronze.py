@@ -51,6 +51,7 @@ from lakestory.io import (
     register,
 )
 from lakestory.privacy.erasure import ledger_table, without_erased
+from lakestory.privacy.vault import check_key
 
 log = logging.getLogger("lakestory.ingest")
 
@@ -120,6 +121,8 @@ class _Ingestion:
     # the batch the checkpoint had planned but not finished when its last run stopped: the only
     # one that can be a replay of a batch already (partly) written
     pending_batch: int | None = None
+    # the token key, when the dataset has erasures whose tombstones ingest must apply
+    erasure_key: bytes | None = None
     totals: _Totals = field(default_factory=_Totals)
     _app_id: str | None = None
 
@@ -214,12 +217,11 @@ class _Ingestion:
         """Rows of subjects erased by `lakestory forget` are left out, should their records
         land again (a landing file still holding them, a full refresh): see `erasure`."""
         source = self.source
-        ledger = str(ledger_table(self.dataset).path(self.settings))
-        if not isinstance(source, Source) or log_version(self.spark, ledger) is None:
+        if self.erasure_key is None or not isinstance(source, Source):
             return rows
         log.info("%s: leaving out the rows of erased subjects", self.table)
-        key = load_token_key(self.settings)
-        return rows.transform(without_erased(self.spark, self.settings, self.dataset, source, key))
+        erased = without_erased(self.spark, self.settings, self.dataset, source, self.erasure_key)
+        return rows.transform(erased)
 
     def _committed_files(self, batch_id: int) -> list[str] | None:
         """The data files that this batch's bronze commit added, read from the commit itself;
@@ -361,6 +363,19 @@ def _discovery_stream(
     return reader.load(landing_path(settings, source)).select("path", "modificationTime", "length")
 
 
+def _erasure_key(
+    spark: SparkSession, settings: Settings, dataset: Dataset, source: Source | BinarySource
+) -> bytes | None:
+    """The token key, checked against the vault's, when landed rows must be matched against
+    the dataset's tombstones (before the stream starts: a wrong key stops the run here)."""
+    ledger = str(ledger_table(dataset).path(settings))
+    if not isinstance(source, Source) or log_version(spark, ledger) is None:
+        return None
+    key = load_token_key(settings)
+    check_key(spark, settings, dataset, key)  # another key's tokens would match no tombstone
+    return key
+
+
 def ingest_source(
     spark: SparkSession,
     settings: Settings,
@@ -379,6 +394,7 @@ def ingest_source(
         source_name,
         run_id or uuid.uuid4().hex,
         pending_batch=pending_batch(spark, str(checkpoint_path(settings, table))),
+        erasure_key=_erasure_key(spark, settings, dataset, source),
     )
     path = str(table.path(settings))
     before = log_version(spark, path)

@@ -316,12 +316,15 @@ def forget(
     return _erase(spark, settings, dataset, key, tokens, raw, [], subjects=named.count)
 
 
-def reapply(spark: SparkSession, settings: Settings, dataset: Dataset, key: bytes) -> Receipt:
+def reapply(
+    spark: SparkSession, settings: Settings, dataset: Dataset, key: bytes
+) -> Receipt | None:
     """Erase again every subject the tombstone list names (after a restore from a backup
-    taken before some erasure): rows whose tokens or raw-row hashes it holds."""
+    taken before some erasure): rows whose tokens or raw-row hashes it holds. None when the
+    dataset has never had an erasure."""
     ledger = ledger_table(dataset)
     if log_version(spark, str(ledger.path(settings))) is None:
-        return Receipt(uuid.uuid4().hex, dataset.name, 0, 0)
+        return None
     entries = _load(spark, settings, ledger)
     made, rows = tombstones(entries, key)
     tokens = made.select(F.col("value").alias(TOKEN))
@@ -418,7 +421,7 @@ def record_tombstones(
     ledger = ledger_table(dataset)
     path = str(ledger.path(settings))
     if isinstance(entries, DataFrame):  # (kind, value, key)
-        when = F.lit(now).cast("timestamp")
+        when = F.lit(now).cast("timestamp").alias("erased_at")
         rows = entries.select("kind", "value", "key", F.lit(receipt_id).alias("receipt_id"), when)
     else:
         listed = [(k, v, f, receipt_id, now) for k, v, f in entries]
