@@ -244,12 +244,12 @@ def _privacy(args: argparse.Namespace, settings: Settings, dataset: Dataset) -> 
 def _recovery(args: argparse.Namespace, settings: Settings) -> int:
     from lakestory import session
     from lakestory.config import dataset_names, load_dataset, load_token_key
-    from lakestory.io.backup import read_manifest
-    from lakestory.recovery import restore_backup, take_backup
+    from lakestory.io.backup import backup, read_manifest
+    from lakestory.recovery import restore_backup
 
     try:
         if args.command == "backup":
-            manifest = take_backup(session.build(settings), settings, args.to)
+            manifest = backup(session.build(settings), settings, args.to)
             print(f"backed up {len(manifest.tables)} tables into {args.to}")
             return 0
         read_manifest(args.source)  # before Spark starts

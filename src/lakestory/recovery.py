@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 
 from lakestory.config import Dataset, Settings
 from lakestory.errors import WrongKeyError
-from lakestory.io.backup import Manifest, backup, read_manifest, restore
+from lakestory.io.backup import Manifest, read_manifest, restore
 from lakestory.io.tables import RESTRICTED
 from lakestory.privacy.erasure import ERASURES, Receipt, reapply
 from lakestory.privacy.vault import FINGERPRINT, key_fingerprint
@@ -40,11 +40,6 @@ def _never_restored(table: str) -> bool:
     """Erasure records, which must not go back in time."""
     layer, _, name = table.partition(".")
     return table == ERASURES.qualified or (layer == RESTRICTED and name.endswith("_erasures"))
-
-
-def take_backup(spark: SparkSession, settings: Settings, to: Path) -> Manifest:
-    """Every table at its current version, and the stream checkpoints, into the new folder."""
-    return backup(spark, settings, to)
 
 
 @dataclass(frozen=True)

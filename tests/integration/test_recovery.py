@@ -14,9 +14,10 @@ from pyspark.sql import functions as F
 
 from lakestory.config import load_settings
 from lakestory.errors import WrongKeyError
+from lakestory.io.backup import backup
 from lakestory.privacy.erasure import forget
 from lakestory.quality.refine import refine_source
-from lakestory.recovery import restore_backup, take_backup
+from lakestory.recovery import restore_backup
 from tests.conftest import CONF
 from tests.integration.test_refine import KEY, dataset, land
 
@@ -46,7 +47,7 @@ def test_a_restore_brings_back_every_table_but_never_an_erased_subject(
     token = hmac.new(KEY, b"2", hashlib.sha256).hexdigest()
     (pid,) = [r.id for r in before["restricted.restored_vault"].collect() if r.token == token]
 
-    manifest = take_backup(spark, settings, tmp_path / "backup")
+    manifest = backup(spark, settings, tmp_path / "backup")
     assert {c.table for c in manifest.tables} == set(before)
     subjects = tmp_path / "subjects.csv"
     subjects.write_text("id\n2\n")

@@ -355,19 +355,19 @@ def _erase(
         known = _load(spark, settings, vault)
         ids = set(_values(known.join(F.broadcast(tokens), TOKEN, "left_semi"), ID))
     found = len(ids)
-    carriers = [
-        t for t in _tables(settings, ("silver", "gold"), prefix)
-        if _id_columns(dataset, _load(spark, settings, t).columns)
-    ]  # fmt: skip
+    # the silver and gold tables with id columns, by their frames as they are now
+    carriers = {
+        t: (frame, columns)
+        for t in _tables(settings, ("silver", "gold"), prefix)
+        if (columns := _id_columns(dataset, (frame := _load(spark, settings, t)).columns))
+    }
     if ids:
         wanted = local_frame(spark, [(i,) for i in sorted(ids)], "id string")
-        for table in carriers:
-            frame = _load(spark, settings, table)
-            columns = _id_columns(dataset, frame.columns)
+        for frame, columns in carriers.values():
             match = " OR ".join(f"t.`{c}` = w.id" for c in columns)
             rows = frame.alias("t").join(F.broadcast(wanted).alias("w"), F.expr(match), "left_semi")
-            for c in columns:
-                ids.update(_values(rows, c))
+            for row in rows.select(*columns).collect():  # the subjects' rows: a few
+                ids.update(v for v in row if v is not None)
     id_frame = local_frame(spark, [(i,) for i in sorted(ids)], f"{ID} string")
     if ids:
         linked = _load(spark, settings, vault).join(F.broadcast(id_frame), ID, "left_semi")
@@ -376,11 +376,13 @@ def _erase(
 
     erased: list[TableErased] = []
     hashes = set(row_hashes)
-    raw_tables = list(_tables(settings, ("bronze", "quarantine"), prefix))
-    for table in raw_tables:
-        rows = _load(spark, settings, table)
-        if ROW_HASH in rows.columns:
-            hashes.update(_values(_raw_rows(dataset, rows, all_tokens, raw, key), ROW_HASH))
+    raw_tables = {
+        t: rows
+        for t in _tables(settings, ("bronze", "quarantine"), prefix)
+        if ROW_HASH in (rows := _load(spark, settings, t)).columns
+    }
+    for rows in raw_tables.values():
+        hashes.update(_values(_raw_rows(dataset, rows, all_tokens, raw, key), ROW_HASH))
     hash_frame = local_frame(spark, [(h,) for h in sorted(hashes)], f"{ROW_HASH} string")
 
     def delete(table: TableRef, doomed: DataFrame, on: list[str]) -> None:
@@ -391,11 +393,10 @@ def _erase(
 
     if hashes:
         for table in raw_tables:
-            if ROW_HASH in _load(spark, settings, table).columns:
-                delete(table, hash_frame, [ROW_HASH])
+            delete(table, hash_frame, [ROW_HASH])
     if ids:
-        for table in carriers:
-            delete(table, id_frame, _id_columns(dataset, _load(spark, settings, table).columns))
+        for table, (_, columns) in carriers.items():
+            delete(table, id_frame, columns)
     if has_vault and token_list:
         delete(vault, all_tokens, [TOKEN])
 

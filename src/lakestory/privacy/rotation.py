@@ -138,7 +138,7 @@ def rotate_key(
     pairs = _union(held)
     # tombstones first: they only gain the new key's tokens, so a rotation that stops between
     # the two leaves a vault that still takes the old key, and can be run again
-    tombstones = _rotate_tombstones(spark, settings, dataset, sources, old, new)
+    remade = _rotate_tombstones(spark, settings, dataset, sources, old, new)
     vault = spark.read.format("delta").load(path)
     if pairs is None:
         pairs = spark.createDataFrame([], f"{OLD} string, {NEW} string")
@@ -149,7 +149,7 @@ def rotate_key(
     rows = joined.select(F.coalesce(F.col(NEW), F.col(TOKEN)).alias(TOKEN), ID, "minted_at")
     _replace(spark, path, rows, {FINGERPRINT: fingerprint})
     log.info("%s: %d of %d tokens re-made under the new key", table, rekeyed, ids)
-    return Rotation(dataset.name, ids, rekeyed, tombstones, fingerprint)
+    return Rotation(dataset.name, ids, rekeyed, remade, fingerprint)
 
 
 def _rotate_tombstones(
