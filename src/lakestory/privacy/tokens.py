@@ -6,8 +6,11 @@ here, on the driver.
 
 The padded keys reach the rows as data, never as literals of the plan: a literal is printed
 by `explain`, in Spark's event log and UI, and in an error that shows the plan, and the key
-is one XOR away from either padded form. They come from a one-row frame, broadcast and
-joined to the rows (`with_hmac`), whose plan names its columns but not its values.
+is one XOR away from either padded form. They come from a one-row frame read as two scalar
+subqueries (`with_hmac`), whose plan names its columns but not its values. Each subquery runs
+once a query, on the driver; its value then reaches the generated code as a reference, as a
+literal's would, and costs the rows nothing, where a broadcast join of the frame added a
+tenth to a pass computing tokens (bench/tokens.py).
 """
 
 from __future__ import annotations
@@ -34,26 +37,20 @@ def _padded_keys(key: bytes) -> tuple[bytes, bytes]:
     return inner, outer
 
 
-_IPAD, _OPAD = "__hmac_ipad", "__hmac_opad"
-
-
-def _hmac(value: Column) -> Column:
-    inner = F.unhex(F.sha2(F.concat(F.col(_IPAD), value.cast("binary")), 256))
-    return F.sha2(F.concat(F.col(_OPAD), inner), 256)
+def _hmac(value: Column, inner_key: Column, outer_key: Column) -> Column:
+    inner = F.unhex(F.sha2(F.concat(inner_key, value.cast("binary")), 256))
+    return F.sha2(F.concat(outer_key, inner), 256)
 
 
 def with_hmac(columns: dict[str, Column], key: bytes) -> Transform:
     """Add each of `columns` (name: value) as the hex HMAC-SHA256 of the UTF-8 bytes of its
     value under `key`; null stays null. The key never enters the plan as a literal."""
-    inner_key, outer_key = _padded_keys(key)
+    padded = _padded_keys(key)
 
     def _apply(df: DataFrame) -> DataFrame:
-        pads = local_frame(
-            df.sparkSession, [(inner_key, outer_key)], f"{_IPAD} binary, {_OPAD} binary"
-        )
-        keyed = df.crossJoin(F.broadcast(pads))
-        tokens = {name: _hmac(value) for name, value in columns.items()}
-        return keyed.withColumns(tokens).drop(_IPAD, _OPAD)
+        pads = local_frame(df.sparkSession, [padded], "inner binary, outer binary")
+        inner, outer = pads.select("inner").scalar(), pads.select("outer").scalar()
+        return df.withColumns({name: _hmac(v, inner, outer) for name, v in columns.items()})
 
     return _apply
 
