@@ -14,7 +14,7 @@ from lakestory.errors import AccessDeniedError, ExpectationError, WrongKeyError
 STAGE_HELP = {
     "ingest": "land new files of a dataset in its bronze tables",
     "refine": "cast, check, de-duplicate and pseudonymise bronze into silver + quarantine",
-    "features": "build gold features with a seeded split and fitted scaling",
+    "features": "build gold features: a seeded split per key and transforms fitted on train",
     "train": "train the model with TorchDistributor, track and register it in MLflow",
     "convert": "export the registered model to ONNX and int8 ONNX, checked against torch",
     "score": "score the dataset with ONNX Runtime inside Spark into gold.<dataset>_predictions",

@@ -183,12 +183,14 @@ def features(ctx: Context) -> Outcome:
     inputs["config"] = digest(ds.feature_spec.model_dump(), ds.seed)
 
     def work() -> Outcome:
-        features_version, params_version = build_features(ctx.spark, ctx.settings, ds)
-        outputs = {"features_version": features_version, "params_version": params_version}
+        features_version, params = build_features(ctx.spark, ctx.settings, ds)
+        outputs = {"features_version": features_version, "params_version": params.version}
+        pca = f", PCA to {params.pca.k} of {len(params.prepared_names)}" if params.pca else ""
         return Outcome(
             "features",
             True,
-            f"{features_table(ds)} v{features_version}, {params_table(ds)} v{params_version}",
+            f"{features_table(ds)} v{features_version}, {params_table(ds)} "
+            f"version {params.version} ({len(params.inputs)} inputs{pca})",
             outputs,
         )
 
@@ -205,11 +207,9 @@ def train(ctx: Context) -> Outcome:
     inputs["config"] = digest(ds.model_spec.model_dump(), ds.seed)
 
     def work() -> Outcome:
-        params_version = inputs[params_table(ds).qualified]
-        params = read_params(ctx.spark, ds, params_version)
         lineage = {k: v for k, v in inputs.items() if k != "config"}
         lineage.update(_versions(ctx, [silver_table(ds, s) for s in ds.structured()]))
-        result = train_model(ctx.spark, ctx.settings, ds, params, lineage)
+        result = train_model(ctx.spark, ctx.settings, ds, lineage)
         m = result.metrics
         return Outcome(
             "train",
@@ -221,6 +221,7 @@ def train(ctx: Context) -> Outcome:
                 "model_version": result.model_version,
                 "run_id": result.run_id,
                 "metrics": m,
+                "feature_params_version": result.feature_params_version,
             },
         )
 
@@ -269,7 +270,10 @@ def convert(ctx: Context) -> Outcome:
             f"onnx {report.onnx_bytes} B (test accuracy {report.accuracy_onnx:.3f}), "
             f"int8 {report.int8_bytes} B (test accuracy {report.accuracy_int8:.3f}), "
             f"max |onnx - torch| {report.max_abs_diff_vs_torch:.1e}",
-            report.__dict__,
+            {
+                **report.__dict__,
+                "feature_params_version": trained.outputs["feature_params_version"],
+            },
         )
 
     return _skip_if_unchanged(ctx, "convert", inputs, work)
@@ -288,8 +292,9 @@ def score(ctx: Context) -> Outcome:
     def work() -> Outcome:
         assert converted is not None
         onnx_path = Path(converted.outputs["onnx_path"])
+        params = read_params(ctx.spark, ds, int(converted.outputs["feature_params_version"]))
         version = score_dataset(
-            ctx.spark, ctx.settings, ds, onnx_path, converted.outputs["model_version"]
+            ctx.spark, ctx.settings, ds, onnx_path, converted.outputs["model_version"], params
         )
         rows = ctx.spark.read.table(predictions_table(ds).qualified).count()
         return Outcome(

@@ -203,6 +203,54 @@ def test_model_is_registered_with_lineage(
     assert "lineage.gold.customers_features" in run.data.tags
     assert "test_accuracy_onnx" in run.data.metrics  # logged by convert
     assert KEY not in str(run.data.params) + str(run.data.tags)
+    # the fitted transforms: their version, the PCA's k and curve, the JSON itself
+    assert run.data.params["feature_params_version"] == str(out["feature_params_version"])
+    assert 0 < int(run.data.params["pca_k"]) < int(run.data.params["prepared_width"])
+    assert run.data.metrics["pca_explained_variance"] >= 0.95
+    logged = {a.path for a in client.list_artifacts(out["run_id"])}
+    assert {"feature_params.json", "pca_explained_variance.png"} <= logged
+
+
+def test_spark_and_onnx_score_as_torch_does_with_the_stored_params(
+    spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    """A row scored by Spark through the ONNX graph gets the probability that torch computes
+    from the parameters stored in gold.customers_feature_params and the trained weights."""
+    import torch
+
+    from lakestory.features import FeatureParams
+    from lakestory.training import build_model
+
+    out = first_run["train"].outputs
+    stored = (
+        spark.read.table("gold.customers_feature_params")
+        .where(F.col("version") == out["feature_params_version"])
+        .first()
+    )
+    assert stored is not None
+    params = FeatureParams.from_json(stored["params"])
+    trained = mlflow.pytorch.load_model(f"models:/customers_churn/{out['model_version']}")
+    weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("0.")}
+    model = build_model(params, customers.model.hidden, customers.model.dropout)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert not unexpected and all(k.startswith("0.") for k in missing)  # all but the transforms
+    model.eval()
+
+    rows = (
+        spark.read.table("gold.customers_features")
+        .join(spark.read.table("gold.customers_predictions"), "customer_id_pseudonym")
+        .where(F.col("split") == "test")
+        # rows with a missing value (imputed in the graph) first
+        .orderBy(F.exists("features", F.isnan).desc(), "customer_id_pseudonym")
+        .limit(50)
+        .collect()
+    )
+    assert len(rows) == 50 and any(v != v for v in rows[0].features)
+    with torch.no_grad():
+        x = torch.tensor([r.features for r in rows], dtype=torch.float32)
+        expected = torch.sigmoid(model(x)).reshape(-1).numpy()
+    scored = [r.probability for r in rows]
+    assert scored == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-5)
 
 
 def test_onnx_agrees_with_torch(first_run: dict[str, Outcome]) -> None:

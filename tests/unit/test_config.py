@@ -28,7 +28,8 @@ def test_shipped_config_loads() -> None:
     settings = load_settings(CONF, environ={})
     dataset = load_dataset("customers", CONF)
     assert settings.spark.master == "local[*]"
-    assert dataset.features.names[-2:] == ["n_transactions", "total_amount"]
+    assert dataset.features.names[-3:] == ["n_transactions", "total_amount", "main_channel"]
+    assert dataset.features.transform("main_channel").encode == "onehot"
     assert "name" not in dataset.sources["accounts"].silver_columns()
 
 
@@ -73,7 +74,7 @@ def test_root_from_environment(conf: Path, tmp_path: Path) -> None:
 
 def test_feature_referring_to_a_dropped_column_is_rejected(conf: Path) -> None:
     path = conf / "datasets" / "customers.yaml"
-    path.write_text(path.read_text().replace("    - complaints\n", "    - phone\n", 1))
+    path.write_text(path.read_text().replace("    - credit_score\n", "    - phone\n", 1))
     with pytest.raises(ConfigError, match="phone"):
         load_dataset("customers", conf)
 
@@ -162,3 +163,11 @@ def test_a_binary_source_cannot_feed_tabular_features(conf: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_dataset("customers", conf)
     assert "customers.yaml: sources.transactions.binary" in str(err.value)
+
+
+def test_a_transform_of_no_feature_names_the_column(conf: Path) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    path.write_text(path.read_text().replace("    balance: {scale: robust}", "    balanse: {}"))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("customers", conf)
+    assert str(path) in str(err.value) and "balanse" in str(err.value)

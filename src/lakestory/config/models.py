@@ -356,18 +356,84 @@ class Aggregate(Frozen):
     name: str
     source: str
     expr: str
-    fill: float | None = None
+    fill: float | str | None = None
 
 
-class SplitFractions(Frozen):
+class Split(Frozen):
+    """How rows are assigned to train, validation and test.
+
+    `by: key` (the default) hashes the group key with the dataset's seed, so one key never
+    spans two splits; `stratify` then ranks the keys of each label by that hash, so that every
+    label gets the fractions exactly. `by: time` puts each key by the latest `time_column` of
+    its rows: the earliest keys train, the latest test.
+    """
+
     train: float = Field(gt=0, lt=1)
     validation: float = Field(ge=0, lt=1)
     test: float = Field(gt=0, lt=1)
+    by: Literal["key", "time"] = "key"
+    stratify: bool = False
+    time_column: str | None = None
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> SplitFractions:
+    def _consistent(self) -> Split:
         if abs(self.train + self.validation + self.test - 1.0) > 1e-9:
             raise ValueError("train + validation + test must be 1")
+        if (self.by == "time") != (self.time_column is not None):
+            raise ValueError("time_column is needed with by: time, and only then")
+        if self.by == "time" and self.stratify:
+            raise ValueError("stratify applies to by: key only")
+        return self
+
+
+Imputation = Literal["mean", "median", "most_frequent", "constant"]
+
+
+class Transform(Frozen):
+    """How one feature column is prepared for the model, fitted on the train split.
+
+    A column with `encode` is categorical: its train values, sorted, are its categories
+    (`onehot`: one 0/1 input each; `ordinal`: the category's index); a value the train split
+    never had counts as missing. Any other column is numeric and is scaled: `standard` (mean,
+    population std), `minmax` (to [0, 1] on train), `robust` (median, interquartile range) or
+    `none`. Missing values are imputed first, with the train split's `mean`, `median`,
+    `most_frequent` value, or `constant` (`fill_value`); by default the mean of a numeric
+    column and the most frequent category of a categorical one.
+    """
+
+    impute: Imputation | None = None
+    fill_value: float | str | None = None
+    scale: Literal["standard", "minmax", "robust", "none"] = "standard"
+    encode: Literal["onehot", "ordinal"] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Transform:
+        if (self.impute == "constant") != (self.fill_value is not None):
+            raise ValueError("fill_value is needed with impute: constant, and only then")
+        if self.encode is not None and self.impute in ("mean", "median"):
+            raise ValueError(f"a categorical column cannot be imputed with its {self.impute}")
+        if self.encode is None and isinstance(self.fill_value, str):
+            raise ValueError("a numeric column's fill_value must be a number")
+        return self
+
+    @property
+    def imputation(self) -> Imputation:
+        if self.impute is not None:
+            return self.impute
+        return "mean" if self.encode is None else "most_frequent"
+
+
+class Pca(Frozen):
+    """Principal components of the prepared train vectors: the fewest that explain
+    `variance` of it, or exactly `k`."""
+
+    variance: float | None = Field(default=None, gt=0, le=1)
+    k: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Pca:
+        if (self.variance is None) == (self.k is None):
+            raise ValueError("give either variance or k")
         return self
 
 
@@ -377,12 +443,23 @@ class Features(Frozen):
     label: str
     columns: list[str] = Field(min_length=1)
     aggregates: list[Aggregate] = Field(default_factory=list)
-    split: SplitFractions
+    split: Split
+    transforms: dict[str, Transform] = Field(default_factory=dict)
+    pca: Pca | None = None
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> Features:
+        if unknown := sorted(set(self.transforms) - set(self.names)):
+            raise ValueError(f"transforms name columns that are not features: {unknown}")
+        return self
 
     @property
     def names(self) -> list[str]:
         """Feature names in the order of the model's input vector."""
         return [*self.columns, *(a.name for a in self.aggregates)]
+
+    def transform(self, name: str) -> Transform:
+        return self.transforms.get(name, Transform())
 
 
 class Model(Frozen):

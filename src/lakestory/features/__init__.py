@@ -1,31 +1,41 @@
 """Splits, fitted transforms and the gold feature tables."""
 
 from lakestory.features.build import (
-    FEATURES_COLUMN,
     LABEL_COLUMN,
-    SPLIT_COLUMN,
-    ScalerParams,
+    PARAMS_VERSION_COLUMN,
     build_features,
     feature_frame,
     features_table,
-    fit_standard_scaler,
     params_table,
     read_params,
+)
+from lakestory.features.split import SPLIT_COLUMN, split_bucket, with_split
+from lakestory.features.transforms import (
+    FEATURES_COLUMN,
+    FeatureParams,
+    Input,
+    Projection,
+    fit,
+    prepared,
     with_feature_vector,
-    with_split,
 )
 
 __all__ = [
     "FEATURES_COLUMN",
     "LABEL_COLUMN",
+    "PARAMS_VERSION_COLUMN",
     "SPLIT_COLUMN",
-    "ScalerParams",
+    "FeatureParams",
+    "Input",
+    "Projection",
     "build_features",
     "feature_frame",
     "features_table",
-    "fit_standard_scaler",
+    "fit",
     "params_table",
+    "prepared",
     "read_params",
+    "split_bucket",
     "with_feature_vector",
     "with_split",
 ]

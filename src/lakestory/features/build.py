@@ -1,28 +1,26 @@
-"""silver -> gold features: the model's input vector, a seeded split, fitted scaling params.
+"""silver -> gold features: the raw input vector, a seeded split, the fitted transforms.
 
-The vector keeps missing values as NaN and stays unscaled: the fitted parameters (train means
-and standard deviations) travel inside the model and its ONNX graph, so training and serving
-apply the very same numbers.
+The vector keeps missing values as NaN and stays unprepared: the fitted transforms
+(`lakestory.features.transforms`) travel inside the model and its ONNX graph, so training
+and serving apply the very same numbers. Each build appends its parameters to
+`gold.<dataset>_feature_params` under the next version, and every features row names the
+version it was encoded with.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
-from lakestory.config.models import SplitFractions
-from lakestory.io import TableRef, local_frame, overwrite, read
+from lakestory.features.split import SPLIT_COLUMN, with_split
+from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
+from lakestory.io import TableRef, append, exists, local_frame, overwrite, read
 
-Transform = Callable[[DataFrame], DataFrame]
-
-FEATURES_COLUMN = "features"
-SPLIT_COLUMN = "split"
 LABEL_COLUMN = "label"
+PARAMS_VERSION_COLUMN = "feature_params_version"
 
 
 def features_table(dataset: Dataset) -> TableRef:
@@ -37,32 +35,13 @@ def silver_ref(dataset: Dataset, source_name: str) -> TableRef:
     return TableRef("silver", f"{dataset.name}_{source_name}")
 
 
-def split_bucket(key: Column, seed: int) -> Column:
-    """A number in [0, 1) that depends only on the key and the seed, not on partitioning."""
-    hashed = F.xxhash64(key.cast("string"), F.lit(seed))
-    return F.pmod(hashed, F.lit(1_000_000)).cast("double") / 1_000_000.0
-
-
-def with_split(key: str, seed: int, fractions: SplitFractions) -> Transform:
-    """Add `split` in {train, validation, test}, a stable function of (key, seed)."""
-
-    def _apply(df: DataFrame) -> DataFrame:
-        bucket = split_bucket(F.col(key), seed)
-        split = (
-            F.when(bucket < fractions.train, "train")
-            .when(bucket < fractions.train + fractions.validation, "validation")
-            .otherwise("test")
-        )
-        return df.withColumn(SPLIT_COLUMN, split)
-
-    return _apply
-
-
 def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
-    """One row per key of the main source: key, label, and the feature columns (nullable)."""
+    """One row per key of the main source: key, label, the feature columns (nullable) and, for
+    a split by time, its time column."""
     feats = dataset.feature_spec
     main = read(spark, silver_ref(dataset, feats.source))
-    frame = main.select(feats.key, feats.label, *feats.columns)
+    when = [feats.split.time_column] if feats.split.time_column else []
+    frame = main.select(feats.key, feats.label, *feats.columns, *when)
     for source_name in dict.fromkeys(a.source for a in feats.aggregates):
         aggs = [a for a in feats.aggregates if a.source == source_name]
         grouped = (
@@ -79,82 +58,62 @@ def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     return frame
 
 
-def with_feature_vector(names: list[str]) -> Transform:
-    """Add `features` array<double> in the order of `names`; missing values become NaN."""
-
-    def _apply(df: DataFrame) -> DataFrame:
-        values = [F.coalesce(F.col(n).cast("double"), F.lit(float("nan"))) for n in names]
-        return df.withColumn(FEATURES_COLUMN, F.array(*values))
-
-    return _apply
-
-
-@dataclass(frozen=True)
-class ScalerParams:
-    """Per-feature mean and standard deviation, fitted on the train split."""
-
-    names: list[str]
-    means: list[float]
-    stds: list[float]
-
-    def rows(self) -> list[tuple[int, str, float, float]]:
-        return [
-            (i, n, m, s)
-            for i, (n, m, s) in enumerate(zip(self.names, self.means, self.stds, strict=True))
-        ]
-
-
-def fit_standard_scaler(train: DataFrame, names: list[str]) -> ScalerParams:
-    """Fit mean and population std of each column on `train`, ignoring missing values.
-
-    One aggregate job; a column with no spread (or no values) gets std 1 so that scaling
-    never divides by zero.
-    """
-    aggs = []
-    for n in names:
-        aggs += [F.avg(F.col(n)).alias(f"m_{n}"), F.stddev_pop(F.col(n)).alias(f"s_{n}")]
-    row = train.agg(*aggs).first()
-    assert row is not None
-    means, stds = [], []
-    for n in names:
-        mean, std = row[f"m_{n}"], row[f"s_{n}"]
-        means.append(0.0 if mean is None else float(mean))
-        stds.append(1.0 if std is None or std == 0 or math.isnan(std) else float(std))
-    return ScalerParams(names, means, stds)
-
-
-def params_frame(spark: SparkSession, params: ScalerParams) -> DataFrame:
+def params_frame(spark: SparkSession, params: FeatureParams, train_rows: int) -> DataFrame:
+    assert params.version is not None
+    fitted_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    row = (
+        params.version,
+        fitted_at,
+        train_rows,
+        len(params.inputs),
+        params.width,
+        params.pca.k if params.pca else None,
+        params.to_json(),
+    )
     return local_frame(
-        spark, params.rows(), "position int, feature string, mean double, std double"
+        spark,
+        [row],
+        "version bigint, fitted_at timestamp, train_rows bigint, inputs int, outputs int, "
+        "pca_k int, params string",
     )
 
 
-def read_params(spark: SparkSession, dataset: Dataset, version: int | None = None) -> ScalerParams:
-    """The fitted parameters, at a given Delta version of the params table if asked."""
-    query = f"SELECT * FROM {params_table(dataset).qualified}"
-    if version is not None:
-        query += f" VERSION AS OF {int(version)}"
-    rows = sorted(spark.sql(query).collect(), key=lambda r: r["position"])
-    return ScalerParams(
-        [r["feature"] for r in rows], [r["mean"] for r in rows], [r["std"] for r in rows]
-    )
+def read_params(spark: SparkSession, dataset: Dataset, version: int) -> FeatureParams:
+    """The fitted parameters stored under `version`."""
+    rows = read(spark, params_table(dataset)).where(F.col("version") == version).collect()
+    if not rows:
+        raise LookupError(f"{params_table(dataset)} has no parameters of version {version}")
+    return FeatureParams.from_json(rows[0]["params"], version)
 
 
-def build_features(spark: SparkSession, settings: Settings, dataset: Dataset) -> tuple[int, int]:
-    """Write gold.<dataset>_features and the fitted params; return both Delta versions."""
+def _next_version(spark: SparkSession, dataset: Dataset) -> int:
+    if not exists(spark, params_table(dataset)):
+        return 1
+    last = read(spark, params_table(dataset)).agg(F.max("version")).first()
+    return 1 if last is None or last[0] is None else int(last[0]) + 1
+
+
+def build_features(
+    spark: SparkSession, settings: Settings, dataset: Dataset
+) -> tuple[int, FeatureParams]:
+    """Write gold.<dataset>_features, append the fitted params; return the features table's
+    Delta version and the params (with their version)."""
     feats = dataset.feature_spec
     frame = (
         feature_frame(spark, dataset)
         .where(F.col(feats.label).isNotNull())
-        .transform(with_split(feats.key, dataset.seed, feats.split))
+        .transform(with_split(feats.key, dataset.seed, feats.split, feats.label))
+        .localCheckpoint()  # the split's cuts and the fits read it several times
     )
-    params = fit_standard_scaler(frame.where(F.col(SPLIT_COLUMN) == "train"), feats.names)
-    gold = frame.transform(with_feature_vector(feats.names)).select(
+    train = frame.where(F.col(SPLIT_COLUMN) == "train")
+    params = fit(train, feats).with_version(_next_version(spark, dataset))
+    gold = frame.transform(with_feature_vector(params)).select(
         feats.key,
         SPLIT_COLUMN,
         F.col(feats.label).cast("int").alias(LABEL_COLUMN),
         FEATURES_COLUMN,
+        F.lit(params.version).cast("bigint").alias(PARAMS_VERSION_COLUMN),
     )
-    params_version = overwrite(params_frame(spark, params), settings, params_table(dataset))
+    append(params_frame(spark, params, train.count()), settings, params_table(dataset))
     features_version = overwrite(gold, settings, features_table(dataset))
-    return features_version, params_version
+    return features_version, params

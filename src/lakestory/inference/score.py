@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
-from lakestory.features import FEATURES_COLUMN, feature_frame, with_feature_vector
+from lakestory.features import FEATURES_COLUMN, FeatureParams, feature_frame, with_feature_vector
 from lakestory.io import TableRef, overwrite
 
 THRESHOLD = 0.5
@@ -54,13 +54,19 @@ def score_frame(df: DataFrame, key: str, model_bytes: bytes) -> DataFrame:
 
 
 def score_dataset(
-    spark: SparkSession, settings: Settings, dataset: Dataset, onnx_path: Path, model_version: str
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    onnx_path: Path,
+    model_version: str,
+    params: FeatureParams,
 ) -> int:
-    """Score every silver row of the dataset's main source; replace the predictions table."""
+    """Score every silver row of the dataset's main source; replace the predictions table.
+
+    The rows are encoded with the feature params the model was trained on (`params`): their
+    categories give a categorical value its index; the model's graph does the rest."""
     key = dataset.feature_spec.key
-    inputs = feature_frame(spark, dataset).transform(
-        with_feature_vector(dataset.feature_spec.names)
-    )
+    inputs = feature_frame(spark, dataset).transform(with_feature_vector(params))
     scored = score_frame(inputs, key, onnx_path.read_bytes()).select(
         "*",
         F.lit(model_version).alias("model_version"),

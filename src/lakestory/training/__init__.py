@@ -1,10 +1,10 @@
 """Models, the train loop, distribution backends and tracking."""
 
-from lakestory.training.model import Standardize, WithProbability, build_model
+from lakestory.training.model import Preprocess, WithProbability, build_model
 from lakestory.training.train import TrainResult, majority_accuracy, train_model
 
 __all__ = [
-    "Standardize",
+    "Preprocess",
     "TrainResult",
     "WithProbability",
     "build_model",

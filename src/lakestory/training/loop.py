@@ -8,8 +8,8 @@ from typing import Any
 def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     """Train the model with DistributedDataParallel on this process's shard of the train split.
 
-    `spec` holds the hyperparameters, the scaler params and the path of an .npz file with
-    x_<split> / y_<split> arrays. Rank 0 returns the state dict, metrics and loss history.
+    `spec` holds the hyperparameters, the fitted feature params (JSON) and the path of an .npz
+    file with x_<split> / y_<split> arrays. Rank 0 returns the state dict, metrics and loss history.
     """
     import io
     import os
@@ -21,6 +21,7 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+    from lakestory.features.transforms import FeatureParams
     from lakestory.training.model import build_model
 
     # Two processes on two cores: one intra-op thread each avoids oversubscription.
@@ -42,7 +43,8 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     )
     loader = DataLoader(train, batch_size=int(spec["batch_size"]), sampler=sampler)
 
-    model = build_model(spec["means"], spec["stds"], spec["hidden"], float(spec["dropout"]))
+    params = FeatureParams.from_json(spec["params"])
+    model = build_model(params, spec["hidden"], float(spec["dropout"]))
     ddp: nn.Module = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(
         ddp.parameters(), lr=float(spec["learning_rate"]), weight_decay=float(spec["weight_decay"])

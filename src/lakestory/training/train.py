@@ -18,14 +18,16 @@ from lakestory.config import Dataset, Settings
 from lakestory.features import (
     FEATURES_COLUMN,
     LABEL_COLUMN,
+    PARAMS_VERSION_COLUMN,
     SPLIT_COLUMN,
-    ScalerParams,
+    FeatureParams,
     features_table,
+    read_params,
 )
 from lakestory.io import read
 from lakestory.training.backends import run_torch_distributor
 from lakestory.training.loop import train_ddp
-from lakestory.training.tracking import code_version, experiment_id
+from lakestory.training.tracking import code_version, experiment_id, log_feature_params
 
 SPLITS = ("train", "validation", "test")
 
@@ -36,6 +38,7 @@ class TrainResult:
     model_name: str
     model_version: str
     metrics: dict[str, float]
+    feature_params_version: int
 
 
 def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
@@ -61,11 +64,26 @@ def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
     return arrays
 
 
+def features_params(spark: SparkSession, dataset: Dataset) -> FeatureParams:
+    """The fitted transforms the features table was encoded with."""
+    versions = [
+        r[0]
+        for r in read(spark, features_table(dataset))
+        .select(PARAMS_VERSION_COLUMN)
+        .distinct()
+        .collect()
+    ]
+    if len(versions) != 1:
+        raise ValueError(
+            f"{features_table(dataset)} should name one feature-params version, not {versions}"
+        )
+    return read_params(spark, dataset, int(versions[0]))
+
+
 def train_model(
     spark: SparkSession,
     settings: Settings,
     dataset: Dataset,
-    params: ScalerParams,
     lineage: dict[str, Any],
 ) -> TrainResult:
     """Train with TorchDistributor, log params/metrics/model to MLflow, register a version."""
@@ -74,6 +92,7 @@ def train_model(
     from lakestory.training.model import build_model
 
     cfg = dataset.model_spec
+    params = features_params(spark, dataset)
     with tempfile.TemporaryDirectory(prefix="lakestory-train-") as tmp:
         data = Path(tmp) / "features.npz"
         arrays = load_arrays(spark, dataset)
@@ -84,13 +103,12 @@ def train_model(
         spec = {
             **cfg.model_dump(exclude={"registered_name", "num_processes"}),
             "seed": dataset.seed,
-            "means": params.means,
-            "stds": params.stds,
+            "params": params.to_json(),
             "data": str(data),
         }
         result = run_torch_distributor(spark, train_ddp, spec, cfg.num_processes)
 
-    model = build_model(params.means, params.stds, cfg.hidden, cfg.dropout)
+    model = build_model(params, cfg.hidden, cfg.dropout)
     model.load_state_dict(torch.load(io.BytesIO(result["state_dict"]), weights_only=True))
     model.eval()
 
@@ -109,6 +127,7 @@ def train_model(
                 **{f"rows_{k}": v for k, v in counts.items()},
             }
         )
+        log_feature_params(params)
         mlflow.set_tags(
             {
                 **{f"lineage.{k}": str(v) for k, v in lineage.items()},
@@ -129,10 +148,14 @@ def train_model(
             # pt2 serialisation traces the model; an example of one row would fix the batch
             # size at 1, so give several.
             serialization_format="pt2",
-            input_example=np.tile(np.array(params.means, dtype=np.float32), (4, 1)),
+            input_example=np.tile(np.array([i.fill for i in params.inputs], np.float32), (4, 1)),
         )
     return TrainResult(
-        run.info.run_id, cfg.registered_name, str(info.registered_model_version), metrics
+        run.info.run_id,
+        cfg.registered_name,
+        str(info.registered_model_version),
+        metrics,
+        int(params.version or 0),
     )
 
 
