@@ -462,7 +462,19 @@ class Features(Frozen):
         return self.transforms.get(name, Transform())
 
 
+class EarlyStopping(Frozen):
+    """Stop when the validation `metric` has not improved by `min_delta` for `patience`
+    epochs; the model kept is the one of the best epoch."""
+
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(default=5, gt=0)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
 class Model(Frozen):
+    """The network and how it is trained. `batch_size` is the global batch: each of the
+    `num_processes` processes takes its share of it."""
+
     registered_name: str
     hidden: list[int] = Field(min_length=1)
     dropout: float = Field(ge=0, lt=1)
@@ -471,6 +483,21 @@ class Model(Frozen):
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     num_processes: int = Field(gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD's
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    step_size: int = Field(default=10, gt=0)  # the step schedule's: epochs between steps
+    gamma: float = Field(default=0.1, gt=0, le=1)  # ... and the factor of each
+    early_stopping: EarlyStopping | None = None
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> Model:
+        if self.batch_size % self.num_processes:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch: it must be a multiple "
+                f"of num_processes ({self.num_processes})"
+            )
+        return self
 
 
 class Dataset(Frozen):

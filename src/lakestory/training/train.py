@@ -140,6 +140,7 @@ def train_model(
             mlflow.log_metric("epoch_train_loss", point["train_loss"], step=step)
             mlflow.log_metric("epoch_val_loss", point["val_loss"], step=step)
             mlflow.log_metric("epoch_val_accuracy", point["val_accuracy"], step=step)
+            mlflow.log_metric("epoch_learning_rate", point["learning_rate"], step=step)
         info = mlflow.pytorch.log_model(
             model,
             name="model",

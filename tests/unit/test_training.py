@@ -1,0 +1,87 @@
+"""The train function in this process (no distribution): seeding, optimizers, schedules and
+early stopping, on real torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lakestory.features import FeatureParams, Input
+from lakestory.training.loop import train_ddp
+
+PARAMS = FeatureParams(tuple(Input(f"x{i}", "numeric", 0.0, 0.0, 1.0) for i in range(4)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(5)
+    arrays: dict[str, np.ndarray] = {}
+    for split, n in (("train", 400), ("validation", 100), ("test", 100)):
+        x = rng.normal(size=(n, 4)).astype(np.float32)
+        noise = rng.normal(scale=0.5, size=n)
+        arrays[f"x_{split}"] = x
+        arrays[f"y_{split}"] = (x[:, 0] - x[:, 1] + noise > 0).astype(np.float32)
+    path = tmp_path_factory.mktemp("train") / "features.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def _spec(data: Path, **overrides: Any) -> dict[str, Any]:
+    spec = {
+        "hidden": [8],
+        "dropout": 0.1,
+        "epochs": 6,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+        "weight_decay": 0.0001,
+        "seed": 3,
+        "params": PARAMS.to_json(),
+        "data": str(data),
+    }
+    return {**spec, **overrides}
+
+
+@pytest.fixture(autouse=True)
+def _single_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
+def test_one_seed_gives_the_same_run_and_another_seed_another(data: Path) -> None:
+    a, b = train_ddp(_spec(data)), train_ddp(_spec(data))
+    assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
+    assert a["state_dict"] == b["state_dict"]
+    other = train_ddp(_spec(data, seed=4))
+    assert other["history"] != a["history"]
+    assert a["metrics"]["test_accuracy"] > 0.75  # it learns
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_every_optimizer_learns(data: Path, optimizer: str) -> None:
+    result = train_ddp(_spec(data, optimizer=optimizer, learning_rate=0.05, epochs=4))
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0] and result["metrics"]["test_accuracy"] > 0.7
+
+
+def test_schedules_set_each_epochs_learning_rate(data: Path) -> None:
+    step = train_ddp(_spec(data, schedule="step", step_size=2, gamma=0.5, epochs=5))
+    assert [h["learning_rate"] for h in step["history"]] == pytest.approx(
+        [0.01, 0.01, 0.005, 0.005, 0.0025]
+    )
+    cosine = [h["learning_rate"] for h in train_ddp(_spec(data, schedule="cosine"))["history"]]
+    assert cosine[0] == pytest.approx(0.01) and cosine == sorted(cosine, reverse=True)
+    assert cosine[-1] < 0.001
+
+
+def test_early_stopping_keeps_the_best_epoch(data: Path) -> None:
+    # a learning rate far too high: validation stops improving early
+    rule = {"metric": "val_loss", "patience": 2, "min_delta": 0.0}
+    result = train_ddp(_spec(data, epochs=40, learning_rate=2.0, early_stopping=rule))
+    history, metrics = result["history"], result["metrics"]
+    assert len(history) < 40 and metrics["epochs_run"] == len(history)
+    losses = [h["val_loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert metrics["best_epoch"] == best and len(history) == best + 1 + 2
+    assert metrics["validation_loss"] == pytest.approx(losses[best])  # the best model is kept
