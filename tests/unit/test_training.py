@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lakestory.features import FeatureParams, Input
@@ -24,8 +26,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         noise = rng.normal(scale=0.5, size=n)
         arrays[f"x_{split}"] = x
         arrays[f"y_{split}"] = (x[:, 0] - x[:, 1] + noise > 0).astype(np.float32)
-    path = tmp_path_factory.mktemp("train") / "features.npz"
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    # the data feed's layout (lakestory.training.feed), one shard
+    path = tmp_path_factory.mktemp("train") / "feed"
+    for split in ("train", "validation", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        table = pa.table(
+            {
+                "key": [f"k{i:04d}" for i in range(len(y))],
+                "label": y.astype(np.int32),
+                "features": x.astype(np.float64).tolist(),
+            }
+        )
+        (path / f"split={split}" / "shard=0").mkdir(parents=True)
+        pq.write_table(table, path / f"split={split}" / "shard=0" / "part-0.parquet")
     return path
 
 
@@ -39,7 +52,8 @@ def _spec(data: Path, **overrides: Any) -> dict[str, Any]:
         "weight_decay": 0.0001,
         "seed": 3,
         "params": PARAMS.to_json(),
-        "data": str(data),
+        "feed": str(data),
+        "steps_per_epoch": 400 // 32,
     }
     return {**spec, **overrides}
 

@@ -85,10 +85,11 @@ class Stopper:
 def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     """Train the model with DistributedDataParallel on this process's shard of the train split.
 
-    `spec` holds the hyperparameters, the fitted feature params (JSON) and the path of an .npz
-    file with x_<split> / y_<split> arrays. `batch_size` is the global batch, shared out over
-    the processes. Rank 0 evaluates on validation after each epoch, decides early stopping for
-    every rank, and returns the state dict of the best epoch, the metrics and the history.
+    `spec` holds the hyperparameters, the fitted feature params (JSON), the data feed's folder
+    (`lakestory.training.feed`) and the steps an epoch. `batch_size` is the global batch,
+    shared out over the processes. Rank 0 evaluates on validation after each epoch, decides
+    early stopping for every rank, and returns the state dict of the best epoch, the metrics
+    and the history.
     """
     import copy
     import io
@@ -99,9 +100,9 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     import torch.distributed as dist
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from lakestory.features.transforms import FeatureParams
+    from lakestory.training.feed import read_split
     from lakestory.training.model import build_model
 
     # Two processes on two cores: one intra-op thread each avoids oversubscription.
@@ -116,14 +117,16 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     if int(spec["batch_size"]) % world:
         raise ValueError(f"batch_size {spec['batch_size']} is not a multiple of {world} processes")
 
-    arrays = np.load(spec["data"])
-    tensors = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
-    train = TensorDataset(tensors["x_train"], tensors["y_train"])
-    # the data order: a function of the seed and the epoch alone
-    sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
-        train, num_replicas=world, rank=rank, shuffle=True, seed=seed
-    )
-    loader = DataLoader(train, batch_size=int(spec["batch_size"]) // world, sampler=sampler)
+    # this rank's shard of the train split; validation and test for rank 0, which evaluates
+    feed = spec["feed"]
+    x_train, y_train = read_split(feed, "train", rank)
+    tensors = {"x_train": torch.from_numpy(x_train), "y_train": torch.from_numpy(y_train)}
+    if rank == 0:
+        for split in ("validation", "test"):
+            x, y = read_split(feed, split)
+            tensors[f"x_{split}"], tensors[f"y_{split}"] = torch.from_numpy(x), torch.from_numpy(y)
+    rank_batch = int(spec["batch_size"]) // world
+    steps = int(spec["steps_per_epoch"])
 
     # the same initial weights on every rank (DDP also broadcasts rank 0's), then dropout
     # masks of each rank's own
@@ -152,9 +155,14 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     history = []
     best_state, best_epoch = None, -1
     for epoch in range(int(spec["epochs"])):
-        sampler.set_epoch(epoch)
+        # the data order: a function of the seed, the epoch and the rank alone
+        order = torch.from_numpy(
+            np.random.default_rng([seed, epoch, rank]).permutation(len(y_train))
+        )
         total, count = 0.0, 0
-        for xb, yb in loader:
+        for step in range(steps):
+            rows = order[step * rank_batch : (step + 1) * rank_batch]
+            xb, yb = tensors["x_train"][rows], tensors["y_train"][rows]
             optimizer.zero_grad()
             loss = loss_fn(ddp(xb).squeeze(1), yb)
             loss.backward()

@@ -24,8 +24,9 @@ from lakestory.features import (
     features_table,
     read_params,
 )
-from lakestory.io import read
+from lakestory.io import read, table_version
 from lakestory.training.backends import run_torch_distributor
+from lakestory.training.feed import materialise, read_split
 from lakestory.training.loop import train_ddp
 from lakestory.training.tracking import code_version, experiment_id, log_feature_params
 
@@ -93,27 +94,40 @@ def train_model(
 
     cfg = dataset.model_spec
     params = features_params(spark, dataset)
-    with tempfile.TemporaryDirectory(prefix="lakestory-train-") as tmp:
-        data = Path(tmp) / "features.npz"
-        arrays = load_arrays(spark, dataset)
-        np.savez(data, **arrays)  # type: ignore[arg-type]
-        counts = {split: len(arrays[f"y_{split}"]) for split in SPLITS}
+    version = table_version(spark, features_table(dataset))
+    assert version is not None
+    feed_root = settings.root / "_feeds"
+    feed_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{dataset.name}-", dir=feed_root) as tmp:
+        feed = materialise(
+            spark,
+            features_table(dataset).qualified,
+            dataset.feature_spec.key,
+            dataset.seed,
+            cfg.num_processes,
+            Path(tmp) / "feed",
+            version,
+        )
+        counts = feed.rows
         if min(counts["train"], counts["test"]) == 0:
             raise ValueError(f"train and test splits must not be empty (rows per split: {counts})")
+        rank_batch = cfg.batch_size // cfg.num_processes
         spec = {
             **cfg.model_dump(exclude={"registered_name", "num_processes"}),
             "seed": dataset.seed,
             "params": params.to_json(),
-            "data": str(data),
+            "feed": str(feed.path),
+            "steps_per_epoch": feed.steps_per_epoch(rank_batch),
         }
         result = run_torch_distributor(spark, train_ddp, spec, cfg.num_processes)
+        y_train, y_test = read_split(feed.path, "train")[1], read_split(feed.path, "test")[1]
 
     model = build_model(params, cfg.hidden, cfg.dropout)
     model.load_state_dict(torch.load(io.BytesIO(result["state_dict"]), weights_only=True))
     model.eval()
 
     metrics: dict[str, float] = dict(result["metrics"])
-    metrics["majority_accuracy"] = majority_accuracy(arrays["y_train"], arrays["y_test"])
+    metrics["majority_accuracy"] = majority_accuracy(y_train, y_test)
 
     mlflow.set_experiment(experiment_id=experiment_id(settings, dataset))
     with mlflow.start_run(run_name=f"{dataset.name}-train") as run:
@@ -125,6 +139,9 @@ def train_model(
                 "world_size": result["world_size"],
                 "backend": "torch_distributor",
                 **{f"rows_{k}": v for k, v in counts.items()},
+                "features_version": feed.version,  # the pinned Delta version trained on
+                "rows_train_per_rank": ",".join(map(str, feed.shards)),
+                "steps_per_epoch": spec["steps_per_epoch"],
             }
         )
         log_feature_params(params)

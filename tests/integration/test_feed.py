@@ -1,0 +1,42 @@
+"""The train job's data feed on a real Delta table: a pinned version, one shard per rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from lakestory.config import Settings
+from lakestory.io import TableRef, ensure_layers, overwrite
+from lakestory.training.feed import materialise, read_split
+
+TABLE = TableRef("gold", "feedtest_features")
+
+
+def test_each_rank_reads_its_shard_of_the_pinned_version(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    def rows(n: int, offset: float) -> list[tuple[str, str, int, list[float]]]:
+        splits = ["train"] * 7 + ["validation", "test", "test"]
+        return [(f"k{i:03d}", splits[i % 10], i % 2, [i + offset, -1.0]) for i in range(n)]
+
+    ensure_layers(spark, settings)
+    schema = "id string, split string, label int, features array<double>"
+    pinned = overwrite(spark.createDataFrame(rows(200, 0.0), schema), settings, TABLE)
+    overwrite(spark.createDataFrame(rows(50, 0.5), schema), settings, TABLE)  # a later version
+
+    feed = materialise(spark, TABLE.qualified, "id", 7, 3, tmp_path / "feed", pinned)
+
+    assert feed.version == pinned and feed.rows == {"train": 140, "validation": 20, "test": 40}
+    assert sum(feed.shards) == 140 and min(feed.shards) > 20
+    seen = []
+    for rank in range(3):
+        x, y = read_split(feed.path, "train", rank)
+        assert len(x) == feed.shards[rank] and x.shape[1] == 2
+        seen += x[:, 0].tolist()
+        assert list(x[:, 0]) == sorted(x[:, 0], key=lambda v: f"k{int(v):03d}")  # key order
+    assert sorted(seen) == [float(i) for i in range(200) if i % 10 < 7]  # version 0's, once each
+    x_test, y_test = read_split(feed.path, "test")
+    assert len(x_test) == 40 and np.array_equal(y_test, x_test[:, 0] % 2)
+    assert feed.steps_per_epoch(16) == min(feed.shards) // 16
