@@ -127,13 +127,14 @@ def fit(train: DataFrame, spec: Features) -> FeatureParams:
         t = spec.transform(n)
         if _categorical(t):
             cats = categories[n]
-            code = float(cats.index(str(fills[n]))) if str(fills[n]) in cats else float("nan")
-            if np.isnan(code):
+            if str(fills[n]) not in cats:
                 raise ValueError(
                     f"feature {n!r}: the fill value is not one of the train split's categories"
                 )
             assert t.encode is not None
-            inputs.append(Input(n, t.encode, code, categories=tuple(cats)))
+            inputs.append(
+                Input(n, t.encode, float(cats.index(str(fills[n]))), categories=tuple(cats))
+            )
         else:
             center, scale = stats[n]
             inputs.append(Input(n, "numeric", float(fills[n]), center, scale))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 SPLITS = ("train", "validation", "test")
 
@@ -32,13 +34,9 @@ class Feed:
 
 
 def materialise(
-    spark: object, table: str, key: str, seed: int, world: int, where: Path, version: int
+    spark: SparkSession, table: str, key: str, seed: int, world: int, where: Path, version: int
 ) -> Feed:
     """Write `table` (key, split, label, features) at Delta `version` under `where`."""
-    from pyspark.sql import SparkSession
-    from pyspark.sql import functions as F
-
-    assert isinstance(spark, SparkSession)
     pinned = spark.sql(f"SELECT * FROM {table} VERSION AS OF {int(version)}")
     shard = F.when(
         F.col("split") == "train", F.pmod(F.xxhash64(F.col(key), F.lit(seed)), F.lit(world))

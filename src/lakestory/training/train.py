@@ -45,8 +45,8 @@ class TrainResult:
 def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
     """x_<split> (float32 feature vectors) and y_<split> (labels) for each split, key-ordered.
 
-    The walking skeleton collects the (small) features table to the driver once; a streaming
-    data feed replaces this for tables that do not fit in memory.
+    Collects the table to the driver: convert uses it for the test rows; training reads the
+    data feed (`lakestory.training.feed`) instead.
     """
     pdf: pd.DataFrame = (
         read(spark, features_table(dataset))
