@@ -28,6 +28,8 @@ INSTALL_REQUIRES = [
     "scikit-learn==1.9.1",
     # plots of `lakestory profile` (mlflow already pulls it in; pinned as we use it directly)
     "matplotlib==3.11.2",
+    # `lakestory tune`: TPE search over the model's settings
+    "optuna==5.0.0",
 ]
 
 DEV_REQUIRES = [

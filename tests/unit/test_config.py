@@ -171,3 +171,36 @@ def test_a_transform_of_no_feature_names_the_column(conf: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_dataset("customers", conf)
     assert str(path) in str(err.value) and "balanse" in str(err.value)
+
+
+def test_the_shipped_tune_space_is_read() -> None:
+    tune = load_dataset("customers", CONF).tune_spec
+    assert tune.metric == "val_loss" and tune.trials > 0
+    assert tune.space["hidden"].choices == [[32], [64, 32], [128, 64]]
+    assert tune.space["learning_rate"].log
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # not a setting of the model that tuning may change
+        ("    num_processes: {choices: [1, 2]}", "cannot tune ['num_processes']"),
+        # a global batch that two processes cannot share
+        ("    batch_size: {choices: [64, 129]}", "tune.space.batch_size: 129"),
+        ("    dropout: {low: 0.5, high: 0.2}", "low (0.5) must be below high (0.2)"),
+        ("    dropout: {low: 0.0, high: 1.0}", "tune.space.dropout: 1.0"),
+        ("    epochs: {low: 5, high: 20.5}", "epochs takes integers"),
+        ("    learning_rate: {low: 0, high: 0.1, log: true}", "a log range needs low > 0"),
+        ("    optimizer: {choices: [adamw, lion]}", "tune.space.optimizer: 'lion'"),
+        ("    hidden: {}", "give either choices or both low and high"),
+    ],
+)
+def test_a_bad_tune_space_names_the_setting(conf: Path, line: str, expected: str) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    text = path.read_text()
+    assert text.count("  space:\n") == 1
+    # the space is the last mapping of the file: this line is now all of it
+    path.write_text(text[: text.index("  space:\n")] + f"  space:\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_dataset("customers", conf)
+    assert str(path) in str(err.value) and expected in str(err.value), str(err.value)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SparkType = Literal["string", "int", "bigint", "double", "float", "boolean", "date", "timestamp"]
 TokenKind = Literal["id", "email", "phone"]
@@ -471,6 +479,18 @@ class EarlyStopping(Frozen):
     min_delta: float = Field(default=0.0, ge=0)
 
 
+class Quantization(Frozen):
+    """The gate of the convert stage. An int8 model (dynamic, or static calibrated on up to
+    `calibration_rows` validation rows) may become the champion only if its test accuracy is at
+    most `max_accuracy_drop` below the fp32 ONNX model's (a share: 0.01 is one point) and, with
+    `require_batch_invariance`, if it gives a row the same probability whichever rows share its
+    batch (dynamic quantization takes its activation scales from each batch, so it does not)."""
+
+    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    calibration_rows: int = Field(default=1024, gt=0)
+    require_batch_invariance: bool = True
+
+
 class Model(Frozen):
     """The network and how it is trained. `batch_size` is the global batch: each of the
     `num_processes` processes takes its share of it."""
@@ -483,12 +503,17 @@ class Model(Frozen):
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     num_processes: int = Field(gt=0)
+    # torch_distributor: DDP in processes started by Spark's TorchDistributor (children of the
+    # driver on a local master, a barrier stage on a cluster); horovod: horovod.spark.run,
+    # which needs Horovod built into the environment (`make horovod`)
+    backend: Literal["torch_distributor", "horovod"] = "torch_distributor"
     optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
     momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD's
     schedule: Literal["constant", "cosine", "step"] = "constant"
     step_size: int = Field(default=10, gt=0)  # the step schedule's: epochs between steps
     gamma: float = Field(default=0.1, gt=0, le=1)  # ... and the factor of each
     early_stopping: EarlyStopping | None = None
+    quantization: Quantization = Quantization()
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Model:
@@ -500,6 +525,69 @@ class Model(Frozen):
         return self
 
 
+# what `tune.space` may search: the model's settings that change how it is trained
+TUNABLE = (
+    "hidden",
+    "dropout",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "optimizer",
+    "momentum",
+    "schedule",
+    "step_size",
+    "gamma",
+)
+
+
+class SearchSpace(Frozen):
+    """One setting's search space: `choices` (any values, hidden layer lists included), or
+    `low` to `high` (floats or, for an integer setting, integers), sampled on a log scale with
+    `log`, on a grid with `step`."""
+
+    choices: list[Any] | None = Field(default=None, min_length=1)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchSpace:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either choices or both low and high")
+        if self.choices is not None and (self.log or self.step is not None):
+            raise ValueError("log and step apply to a low-high range, not to choices")
+        if self.low is not None and self.high is not None:
+            if self.low >= self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.log and (self.low <= 0 or self.step is not None):
+                raise ValueError("a log range needs low > 0 and no step")
+        return self
+
+    def bounds(self) -> list[Any]:
+        """The values that must each make a valid model: the choices, or both ends."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+
+class Tune(Frozen):
+    """`lakestory tune`: `trials` runs of Optuna's TPE sampler (seeded by the dataset's seed)
+    over `space`, each trained as configured but for the sampled settings, scored by the
+    validation `metric`; the best is trained again and registered."""
+
+    trials: int = Field(default=20, gt=0)
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    space: dict[str, SearchSpace] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _tunable(cls, space: dict[str, SearchSpace]) -> dict[str, SearchSpace]:
+        unknown = sorted(set(space) - set(TUNABLE))
+        if unknown:
+            raise ValueError(f"cannot tune {unknown}: tunable settings are {list(TUNABLE)}")
+        return space
+
+
 class Dataset(Frozen):
     """One dataset: conf/datasets/<name>.yaml and its overlays."""
 
@@ -508,6 +596,7 @@ class Dataset(Frozen):
     sources: dict[str, AnySource] = Field(min_length=1)
     features: Features | None = None
     model: Model | None = None
+    tune: Tune | None = None
     # which config file set each key (filled in by the loader), for errors found later
     _origin: dict[tuple[str, ...], Path] = PrivateAttr(default_factory=dict)
 
@@ -533,6 +622,35 @@ class Dataset(Frozen):
         if self.model is None:
             raise ValueError(f"dataset {self.name!r} declares no model")
         return self.model
+
+    @property
+    def tune_spec(self) -> Tune:
+        if self.tune is None:
+            raise ValueError(f"dataset {self.name!r} declares no tune section (see the README)")
+        return self.tune
+
+    @model_validator(mode="after")
+    def _tune_space_fits_the_model(self) -> Dataset:
+        """Every choice and both ends of every range must make a valid model (a batch size
+        that the processes divide, a dropout below 1, an optimizer that exists)."""
+        if self.tune is None:
+            return self
+        if self.model is None:
+            raise ValueError("tune needs a model section to start from")
+        base = self.model.model_dump()
+        for name, space in self.tune.space.items():
+            integer = Model.model_fields[name].annotation in (int, "int")
+            for value in space.bounds():
+                if integer and isinstance(value, float) and not value.is_integer():
+                    raise ValueError(f"tune.space.{name}: {name} takes integers, not {value}")
+                try:
+                    Model.model_validate({**base, name: value})
+                except ValidationError as exc:
+                    problem = exc.errors()[0]["msg"]
+                    raise ValueError(
+                        f"tune.space.{name}: {value!r} is not valid: {problem}"
+                    ) from None
+        return self
 
     @field_validator("sources")
     @classmethod

@@ -109,11 +109,18 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     seed = int(spec["seed"])
     seed_everything(seed)
-    distributed = "WORLD_SIZE" in os.environ
-    if distributed:
-        dist.init_process_group("gloo")
-    rank = dist.get_rank() if distributed else 0
-    world = dist.get_world_size() if distributed else 1
+    horovod = spec.get("backend") == "horovod"
+    if horovod:
+        from lakestory.training.horovod import horovod_context, wrap_optimizer
+
+        rank, world = horovod_context()
+        distributed = world > 1
+    else:
+        distributed = "WORLD_SIZE" in os.environ  # set by TorchDistributor
+        if distributed:
+            dist.init_process_group("gloo")
+        rank = dist.get_rank() if distributed else 0
+        world = dist.get_world_size() if distributed else 1
     if int(spec["batch_size"]) % world:
         raise ValueError(f"batch_size {spec['batch_size']} is not a multiple of {world} processes")
 
@@ -134,8 +141,13 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
         FeatureParams.from_json(spec["params"]), spec["hidden"], float(spec["dropout"])
     )
     torch.manual_seed(seed + 1 + rank)
-    ddp: nn.Module = DistributedDataParallel(model) if distributed else model
-    optimizer = make_optimizer(spec, ddp.parameters())
+    if horovod:
+        # Horovod averages the gradients in the optimizer's step; DDP in the backward pass
+        ddp: nn.Module = model
+        optimizer = wrap_optimizer(make_optimizer(spec, model.parameters()), model)
+    else:
+        ddp = DistributedDataParallel(model) if distributed else model
+        optimizer = make_optimizer(spec, ddp.parameters())
     schedule = make_schedule(spec, optimizer)
     loss_fn = nn.BCEWithLogitsLoss()
     stopper = Stopper(spec.get("early_stopping"))
@@ -186,8 +198,13 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
             if stopper.update(val_loss, val_accuracy):
                 best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
             stop[0] = float(stopper.stop)
-        if distributed:
-            dist.broadcast(stop, src=0)  # every rank stops together, or DDP would hang
+        if distributed:  # every rank stops together, or the others would wait on it forever
+            if horovod:
+                import horovod.torch as hvd
+
+                stop = hvd.broadcast(stop, root_rank=0, name=f"stop.{epoch}")
+            else:
+                dist.broadcast(stop, src=0)
         if stop[0]:
             break
 
@@ -205,7 +222,7 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         result.update(state_dict=buffer.getvalue(), metrics=metrics, history=history)
-    if distributed:
+    if distributed and not horovod:  # horovod.spark.run returns every rank's result in order
         # TorchDistributor's local mode has every process write its return value to the same
         # file, so the last one to finish wins: every rank returns rank 0's result.
         box: list[Any] = [result if rank == 0 else None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -21,12 +22,18 @@ def use_store(settings: Settings) -> MlflowClient:
 
 
 def experiment_id(settings: Settings, dataset: Dataset) -> str:
-    """The dataset's experiment, created with its artifacts under <root>/mlartifacts."""
+    """The dataset's experiment, created on first use.
+
+    A tracking server decides where artifacts go (it proxies them: `mlflow-artifacts:`); with
+    a store the client writes itself (the SQLite default), they go under <root>/mlartifacts.
+    """
     client = use_store(settings)
     name = f"{settings.mlflow.experiment_prefix}/{dataset.name}"
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
+    if urlparse(settings.tracking_uri).scheme in ("http", "https", "databricks"):
+        return str(client.create_experiment(name))
     location = (settings.root / "mlartifacts").as_uri()
     return str(client.create_experiment(name, artifact_location=location))
 
@@ -73,3 +80,44 @@ def log_feature_params(params: FeatureParams) -> None:
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     mlflow.log_figure(fig, "pca_explained_variance.png")
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """Accuracy, F1, ROC AUC and the confusion counts of P(label = 1) `p` against labels `y`
+    at threshold 0.5. ROC AUC is NaN when `y` holds one class only."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+    truth, predicted = (y > 0.5).astype(int), (p > 0.5).astype(int)
+    tn, fp, fn, tp = confusion_matrix(truth, predicted, labels=[0, 1]).ravel()
+    auc = float(roc_auc_score(truth, p)) if len(set(truth.tolist())) == 2 else float("nan")
+    metrics = {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, zero_division=0.0)),
+        "roc_auc": auc,
+        "tn": float(tn),
+        "fp": float(fp),
+        "fn": float(fn),
+        "tp": float(tp),
+    }
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def log_confusion_matrix(y: np.ndarray, p: np.ndarray, name: str = "confusion_matrix.png") -> None:
+    """The test split's confusion matrix at threshold 0.5, as an image of the active run."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix((y > 0.5).astype(int), (p > 0.5).astype(int), labels=[0, 1])
+    fig = Figure(figsize=(3.6, 3.2), dpi=96)
+    ax = fig.add_subplot()
+    ax.imshow(counts, cmap="Blues")
+    for (row, col), n in np.ndenumerate(counts):
+        dark = n > counts.max() / 2
+        ax.text(col, row, str(n), ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks([0, 1], labels=["0", "1"])
+    ax.set_yticks([0, 1], labels=["0", "1"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"test split, {len(y)} rows", fontsize=9)
+    fig.tight_layout()
+    mlflow.log_figure(fig, name)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import Schema, TensorSpec
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
+from lakestory.config.models import Model as ModelSpec
 from lakestory.features import (
     FEATURES_COLUMN,
     LABEL_COLUMN,
@@ -25,11 +30,22 @@ from lakestory.features import (
     read_params,
 )
 from lakestory.io import read, table_version
-from lakestory.training.backends import run_torch_distributor
-from lakestory.training.feed import materialise, read_split
+from lakestory.training.backends import run_backend
+from lakestory.training.feed import Feed, materialise, read_split
 from lakestory.training.loop import train_ddp
-from lakestory.training.tracking import code_version, experiment_id, log_feature_params
+from lakestory.training.tracking import (
+    classification_metrics,
+    code_version,
+    experiment_id,
+    log_confusion_matrix,
+    log_feature_params,
+    use_store,
+)
 
+if TYPE_CHECKING:
+    import torch
+
+CANDIDATE = "candidate"  # the alias of the latest trained version, before conversion's gate
 SPLITS = ("train", "validation", "test")
 
 
@@ -81,19 +97,36 @@ def features_params(spark: SparkSession, dataset: Dataset) -> FeatureParams:
     return read_params(spark, dataset, int(versions[0]))
 
 
-def train_model(
+@dataclass(frozen=True)
+class Fit:
+    """What a distributed training run returned, with the data it was fed."""
+
+    state_dict: bytes
+    metrics: dict[str, float]  # rank 0's: loss and accuracy per split, best_epoch, epochs_run
+    history: list[dict[str, float]]  # one point per epoch
+    world_size: int
+    backend: str
+    feed: Feed
+    steps_per_epoch: int
+    x_test: np.ndarray
+    y_test: np.ndarray
+    y_train: np.ndarray
+
+
+def fit(
     spark: SparkSession,
     settings: Settings,
     dataset: Dataset,
-    lineage: dict[str, Any],
-) -> TrainResult:
-    """Train with TorchDistributor, log params/metrics/model to MLflow, register a version."""
-    import torch
+    params: FeatureParams,
+    model: ModelSpec | None = None,
+) -> Fit:
+    """Train on the features table at its current Delta version with the configured backend.
 
-    from lakestory.training.model import build_model
-
-    cfg = dataset.model_spec
-    params = features_params(spark, dataset)
+    The table is pinned and materialised as the run's data feed, which is removed afterwards.
+    `model` overrides the dataset's model settings (a tuning trial, a backend comparison).
+    Nothing is logged or registered.
+    """
+    cfg = model or dataset.model_spec
     version = table_version(spark, features_table(dataset))
     assert version is not None
     feed_root = settings.root / "_feeds"
@@ -111,69 +144,153 @@ def train_model(
         counts = feed.rows
         if min(counts["train"], counts["test"]) == 0:
             raise ValueError(f"train and test splits must not be empty (rows per split: {counts})")
-        rank_batch = cfg.batch_size // cfg.num_processes
+        steps = feed.steps_per_epoch(cfg.batch_size // cfg.num_processes)
         spec = {
-            **cfg.model_dump(exclude={"registered_name", "num_processes"}),
+            **cfg.model_dump(exclude={"registered_name", "num_processes", "backend"}),
             "seed": dataset.seed,
             "params": params.to_json(),
             "feed": str(feed.path),
-            "steps_per_epoch": feed.steps_per_epoch(rank_batch),
+            "steps_per_epoch": steps,
         }
-        result = run_torch_distributor(spark, train_ddp, spec, cfg.num_processes)
-        y_train, y_test = read_split(feed.path, "train")[1], read_split(feed.path, "test")[1]
+        result = run_backend(spark, cfg.backend, train_ddp, spec, cfg.num_processes)
+        x_test, y_test = read_split(feed.path, "test")
+        y_train = read_split(feed.path, "train")[1]
+    return Fit(
+        state_dict=result["state_dict"],
+        metrics=dict(result["metrics"]),
+        history=list(result["history"]),
+        world_size=int(result["world_size"]),
+        backend=cfg.backend,
+        feed=feed,
+        steps_per_epoch=steps,
+        x_test=x_test,
+        y_test=y_test,
+        y_train=y_train,
+    )
 
-    model = build_model(params, cfg.hidden, cfg.dropout)
-    model.load_state_dict(torch.load(io.BytesIO(result["state_dict"]), weights_only=True))
-    model.eval()
 
-    metrics: dict[str, float] = dict(result["metrics"])
-    metrics["majority_accuracy"] = majority_accuracy(y_train, y_test)
+def train_model(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    lineage: dict[str, Any],
+    model: ModelSpec | None = None,
+    tags: dict[str, str] | None = None,
+    nested: bool = False,
+) -> TrainResult:
+    """Train with the configured backend; log params, per-epoch and test metrics, plots, the
+    feature params and the model to MLflow; register a model version with alias `candidate`.
 
+    `model` overrides the dataset's model settings (the best trial of a tuning study); `tags`
+    are added to the run; `nested` makes it a child of the active run.
+    """
+    cfg = model or dataset.model_spec
+    params = features_params(spark, dataset)
+    run = fit(spark, settings, dataset, params, cfg)
+    network = trained_model(params, cfg, run.state_dict)
+    probabilities = predict(network, run.x_test)
+    metrics = {
+        **run.metrics,
+        **classification_metrics(run.y_test, probabilities, prefix="test_"),
+        "majority_accuracy": majority_accuracy(run.y_train, run.y_test),
+    }
+    client = use_store(settings)
     mlflow.set_experiment(experiment_id=experiment_id(settings, dataset))
-    with mlflow.start_run(run_name=f"{dataset.name}-train") as run:
-        mlflow.log_params(
-            {
-                **cfg.model_dump(exclude={"registered_name"}),
-                "seed": dataset.seed,
-                "features": ",".join(dataset.feature_spec.names),
-                "world_size": result["world_size"],
-                "backend": "torch_distributor",
-                **{f"rows_{k}": v for k, v in counts.items()},
-                "features_version": feed.version,  # the pinned Delta version trained on
-                "rows_train_per_rank": ",".join(map(str, feed.shards)),
-                "steps_per_epoch": spec["steps_per_epoch"],
-            }
-        )
+    with mlflow.start_run(run_name=f"{dataset.name}-train", nested=nested) as active:
+        log_fit(dataset, cfg, run, metrics)
         log_feature_params(params)
+        log_confusion_matrix(run.y_test, probabilities)
         mlflow.set_tags(
             {
                 **{f"lineage.{k}": str(v) for k, v in lineage.items()},
+                "lineage.features_version": str(run.feed.version),
+                "lineage.seed": str(dataset.seed),
                 "lineage.code_version": code_version(),
+                **(tags or {}),
             }
         )
-        mlflow.log_metrics(metrics)
-        for point in result["history"]:
-            step = point["epoch"]
-            mlflow.log_metric("epoch_train_loss", point["train_loss"], step=step)
-            mlflow.log_metric("epoch_val_loss", point["val_loss"], step=step)
-            mlflow.log_metric("epoch_val_accuracy", point["val_accuracy"], step=step)
-            mlflow.log_metric("epoch_learning_rate", point["learning_rate"], step=step)
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            registered_model_name=cfg.registered_name,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            # pt2 serialisation traces the model; an example of one row would fix the batch
-            # size at 1, so give several.
-            serialization_format="pt2",
-            input_example=np.tile(np.array([i.fill for i in params.inputs], np.float32), (4, 1)),
-        )
+        info = log_torch_model(network, params, cfg.registered_name)
+    version = str(info.registered_model_version)
+    for key, value in {
+        "lakestory.feature_params_version": str(params.version or 0),
+        "lakestory.features_version": str(run.feed.version),
+        "lakestory.artifact": "torch",
+    }.items():
+        client.set_model_version_tag(cfg.registered_name, version, key, value)
+    client.set_registered_model_alias(cfg.registered_name, CANDIDATE, version)
     return TrainResult(
-        run.info.run_id,
-        cfg.registered_name,
-        str(info.registered_model_version),
-        metrics,
-        int(params.version or 0),
+        active.info.run_id, cfg.registered_name, version, metrics, int(params.version or 0)
+    )
+
+
+def trained_model(params: FeatureParams, cfg: ModelSpec, state_dict: bytes) -> torch.nn.Module:
+    """The network a run trained, in inference mode."""
+    import torch
+
+    from lakestory.training.model import build_model
+
+    network = build_model(params, cfg.hidden, cfg.dropout)
+    network.load_state_dict(torch.load(io.BytesIO(state_dict), weights_only=True))
+    network.eval()
+    return network
+
+
+def predict(network: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """P(label = 1) for each row of `x`."""
+    import torch
+
+    with torch.no_grad():
+        return torch.sigmoid(network(torch.from_numpy(x)).reshape(-1)).numpy()
+
+
+def log_fit(dataset: Dataset, cfg: ModelSpec, run: Fit, metrics: dict[str, float]) -> None:
+    """The run's settings, data and metrics, per epoch and final, to the active MLflow run."""
+    mlflow.log_params(
+        {
+            **cfg.model_dump(exclude={"registered_name", "early_stopping"}),
+            "early_stopping": json.dumps(
+                cfg.early_stopping.model_dump() if cfg.early_stopping else None
+            ),
+            "seed": dataset.seed,
+            "features": ",".join(dataset.feature_spec.names),
+            "world_size": run.world_size,
+            **{f"rows_{k}": v for k, v in run.feed.rows.items()},
+            "features_version": run.feed.version,  # the pinned Delta version trained on
+            "rows_train_per_rank": ",".join(map(str, run.feed.shards)),
+            "steps_per_epoch": run.steps_per_epoch,
+        }
+    )
+    mlflow.log_metrics(metrics)
+    for point in run.history:
+        step = int(point["epoch"])
+        for name in ("train_loss", "val_loss", "val_accuracy", "learning_rate"):
+            mlflow.log_metric(f"epoch_{name}", point[name], step=step)
+
+
+def log_torch_model(
+    network: torch.nn.Module, params: FeatureParams, registered_name: str
+) -> ModelInfo:
+    """Log the network (raw feature vectors in, logits out) with its signature and an input
+    example, and register it as a new version of `registered_name`."""
+    import torch
+
+    # pt2 serialisation traces the model; an example of one row would fix the batch size at
+    # 1, so give several. The signature says: any number of rows of `width` floats.
+    example = np.tile(np.array([i.fill for i in params.inputs], np.float32), (4, 1))
+    with torch.no_grad():
+        logits = network(torch.from_numpy(example)).numpy()
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1]), "features")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, logits.shape[1]), "logit")]),
+    )
+    return mlflow.pytorch.log_model(
+        network,
+        name="model",
+        registered_model_name=registered_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        serialization_format="pt2",
+        signature=signature,
+        input_example=example,
     )
 
 

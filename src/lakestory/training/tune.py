@@ -1,0 +1,131 @@
+"""`lakestory tune`: a seeded Optuna TPE search over the model's settings, each trial a nested
+MLflow run; the best settings are trained once more, logged and registered as `candidate`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import mlflow
+from pyspark.sql import SparkSession
+
+from lakestory.config import Dataset, Settings
+from lakestory.config.models import Model as ModelSpec
+from lakestory.config.models import SearchSpace
+from lakestory.training.tracking import experiment_id, use_store
+from lakestory.training.train import TrainResult, features_params, fit, train_model
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("lakestory")
+
+# the metric a trial is scored by: the name rank 0 reports and whether lower is better
+OBJECTIVES: dict[str, tuple[str, Literal["minimize", "maximize"]]] = {
+    "val_loss": ("validation_loss", "minimize"),
+    "val_accuracy": ("validation_accuracy", "maximize"),
+}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    run_id: str  # the parent run of the study
+    trials: int
+    best_trial: int
+    best_value: float
+    best_settings: dict[str, Any]
+    model: TrainResult  # the best settings trained again and registered
+
+
+def suggest(trial: optuna.Trial, name: str, space: SearchSpace, integer: bool) -> Any:
+    """A value for `name` from its space. Choices are offered to Optuna as their JSON text,
+    since a choice may be a list (hidden layer sizes), which Optuna cannot store."""
+    if space.choices is not None:
+        texts = [json.dumps(c) for c in space.choices]
+        return json.loads(trial.suggest_categorical(name, texts))
+    assert space.low is not None and space.high is not None
+    if integer:
+        step = int(space.step or 1)
+        return trial.suggest_int(name, int(space.low), int(space.high), step=step, log=space.log)
+    return trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
+
+
+def trial_settings(base: ModelSpec, values: dict[str, Any]) -> ModelSpec:
+    """The model settings of a trial: the configured ones with the sampled values."""
+    return ModelSpec.model_validate({**base.model_dump(), **values})
+
+
+def tune(
+    spark: SparkSession, settings: Settings, dataset: Dataset, lineage: dict[str, Any]
+) -> TuneResult:
+    """Run the study declared in the dataset's `tune` section; register the best settings.
+
+    Every trial trains on the same pinned features with the dataset's seed, so the trials
+    differ by their settings alone; the sampler is seeded by the dataset's seed too, so a study
+    is repeatable.
+    """
+    import optuna
+
+    spec = dataset.tune_spec
+    base = dataset.model_spec
+    metric, direction = OBJECTIVES[spec.metric]
+    params = features_params(spark, dataset)
+    integers = {n for n in spec.space if ModelSpec.model_fields[n].annotation in (int, "int")}
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction=direction, sampler=optuna.samplers.TPESampler(seed=dataset.seed)
+    )
+    use_store(settings)
+    mlflow.set_experiment(experiment_id=experiment_id(settings, dataset))
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {n: suggest(trial, n, s, n in integers) for n, s in spec.space.items()}
+        cfg = trial_settings(base, values)
+        with mlflow.start_run(run_name=f"trial-{trial.number:03d}", nested=True):
+            mlflow.log_params({**values, "trial": trial.number})
+            run = fit(spark, settings, dataset, params, cfg)
+            mlflow.log_metrics(run.metrics)
+            for point in run.history:
+                mlflow.log_metric("epoch_val_loss", point["val_loss"], step=int(point["epoch"]))
+        value = float(run.metrics[metric])
+        log.info("tune trial %d: %s %.4f with %s", trial.number, metric, value, values)
+        return value
+
+    with mlflow.start_run(run_name=f"{dataset.name}-tune") as parent:
+        mlflow.log_params(
+            {
+                "trials": spec.trials,
+                "metric": metric,
+                "direction": direction,
+                "sampler": "TPESampler",
+                "seed": dataset.seed,
+                "space": json.dumps(
+                    {n: s.model_dump(exclude_none=True) for n, s in spec.space.items()}
+                ),
+            }
+        )
+        study.optimize(objective, n_trials=spec.trials)
+        best = study.best_trial
+        assert best.value is not None
+        best_settings = {
+            n: json.loads(v) if spec.space[n].choices is not None else v
+            for n, v in best.params.items()
+        }
+        mlflow.log_metric(f"best_{metric}", float(best.value))
+        mlflow.log_params({f"best_{n}": v for n, v in best_settings.items()})
+        mlflow.set_tag("lakestory.best_trial", str(best.number))
+        model = train_model(
+            spark,
+            settings,
+            dataset,
+            lineage,
+            model=trial_settings(base, best_settings),
+            tags={"lakestory.tuned_by": parent.info.run_id, "lakestory.trial": str(best.number)},
+            nested=True,
+        )
+    return TuneResult(
+        parent.info.run_id, len(study.trials), best.number, float(best.value), best_settings, model
+    )
