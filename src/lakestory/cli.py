@@ -15,11 +15,16 @@ STAGE_HELP = {
     "ingest": "land new files of a dataset in its bronze tables",
     "refine": "cast, check, de-duplicate and pseudonymise bronze into silver + quarantine",
     "features": "build gold features: a seeded split per key and transforms fitted on train",
-    "train": "train the model with TorchDistributor, track and register it in MLflow",
+    "train": "train the model (TorchDistributor or Horovod), track it, register a candidate",
     "convert": "export the registered model to ONNX and int8 ONNX, checked against torch",
     "score": "score the dataset with ONNX Runtime inside Spark into gold.<dataset>_predictions",
 }
 
+
+TUNE_HELP = (
+    "search the model settings declared in the dataset's tune section (Optuna TPE, each trial a "
+    "nested MLflow run); train the best again and register it as the candidate"
+)
 
 FULL_REFRESH_HELP = (
     "refine all of bronze again (replaces silver and quarantine), not only the rows no run has "
@@ -79,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("restore", parents=[common], help=text, description=text)
     p.add_argument("--from", dest="source", type=Path, required=True, help="a backup folder")
+    text = TUNE_HELP
+    p = sub.add_parser("tune", parents=[common], help=text, description=text)
+    p.add_argument("dataset")
     p = sub.add_parser("run", parents=[common], help="run every stage that has new input")
     p.add_argument("dataset")
     p = sub.add_parser(
@@ -212,6 +220,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lakestory.pipeline import reprocess
 
         print(reprocess(ctx))
+    elif args.command == "tune":
+        from lakestory.pipeline import tune
+
+        print(tune(ctx))
     elif args.command == "run":
         run_stages(ctx, STAGES)
     else:
@@ -286,7 +298,8 @@ def _profile(args: argparse.Namespace, settings: Settings) -> int:
 
 def job_main(stage: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of jobs/<stage>.py under spark-submit: `--dataset NAME [--env E]`."""
-    parser = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=STAGE_HELP[stage])
+    text = TUNE_HELP if stage == "tune" else STAGE_HELP[stage]
+    parser = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=text)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--env")
     parser.add_argument("--conf-dir", type=Path)

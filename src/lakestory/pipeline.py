@@ -15,8 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 
@@ -26,6 +25,9 @@ from lakestory.ingestion import bronze_table, ingest_source
 from lakestory.io import ensure_layers, table_version
 from lakestory.io.runs import StageRun, last_run, record_run
 from lakestory.quality.refine import RefineCounts, refine_source, reprocess_source, silver_table
+
+if TYPE_CHECKING:
+    from lakestory.training.train import TrainResult
 
 log = logging.getLogger("lakestory")
 
@@ -197,82 +199,141 @@ def features(ctx: Context) -> Outcome:
     return _skip_if_unchanged(ctx, "features", inputs, work)
 
 
+def _train_inputs(ctx: Context) -> dict[str, Any]:
+    ds = ctx.dataset
+    inputs: dict[str, Any] = _versions(ctx, [features_table(ds), params_table(ds)])
+    inputs["config"] = digest(ds.model_spec.model_dump(), ds.seed)
+    return inputs
+
+
+def _lineage(ctx: Context, inputs: dict[str, Any]) -> dict[str, Any]:
+    lineage = {k: v for k, v in inputs.items() if k != "config"}
+    lineage.update(_versions(ctx, [silver_table(ctx.dataset, s) for s in ctx.dataset.structured()]))
+    return lineage
+
+
+def _trained(stage: str, result: TrainResult, note: str = "") -> Outcome:
+    m = result.metrics
+    return Outcome(
+        stage,
+        True,
+        f"{note}{result.model_name} v{result.model_version} (candidate): test accuracy "
+        f"{m['test_accuracy']:.3f}, F1 {m['test_f1']:.3f}, ROC AUC {m['test_roc_auc']:.3f} "
+        f"(majority class {m['majority_accuracy']:.3f})",
+        {
+            "model_name": result.model_name,
+            "model_version": result.model_version,
+            "run_id": result.run_id,
+            "metrics": m,
+            "feature_params_version": result.feature_params_version,
+        },
+    )
+
+
 def train(ctx: Context) -> Outcome:
     from lakestory.training import train_model
 
     if undeclared := _unless_declared(ctx, "train", "model"):
         return undeclared
-    ds = ctx.dataset
-    inputs: dict[str, Any] = _versions(ctx, [features_table(ds), params_table(ds)])
-    inputs["config"] = digest(ds.model_spec.model_dump(), ds.seed)
+    inputs = _train_inputs(ctx)
 
     def work() -> Outcome:
-        lineage = {k: v for k, v in inputs.items() if k != "config"}
-        lineage.update(_versions(ctx, [silver_table(ds, s) for s in ds.structured()]))
-        result = train_model(ctx.spark, ctx.settings, ds, lineage)
-        m = result.metrics
-        return Outcome(
-            "train",
-            True,
-            f"{result.model_name} v{result.model_version}: test accuracy "
-            f"{m['test_accuracy']:.3f} (majority class {m['majority_accuracy']:.3f})",
-            {
-                "model_name": result.model_name,
-                "model_version": result.model_version,
-                "run_id": result.run_id,
-                "metrics": m,
-                "feature_params_version": result.feature_params_version,
-            },
+        return _trained(
+            "train", train_model(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
         )
 
     return _skip_if_unchanged(ctx, "train", inputs, work)
 
 
+def tune(ctx: Context) -> Outcome:
+    """Run the dataset's tuning study and register its best settings' model.
+
+    Always runs (a study is asked for, not implied by new data). Its model is recorded as the
+    train stage's latest run, so that the next `lakestory run` converts and scores it, and
+    trains again only when the features or the model config change.
+    """
+    from lakestory.training.tune import tune as run_study
+
+    if undeclared := _unless_declared(ctx, "tune", "tune"):
+        return undeclared
+    inputs = _train_inputs(ctx)
+    if any(v is None for v in inputs.values()):
+        missing = ", ".join(k for k, v in inputs.items() if v is None)
+        return Outcome("tune", False, f"nothing to tune yet: {missing} missing")
+    study = run_study(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
+    note = (
+        f"{study.trials} trials, best #{study.best_trial} "
+        f"({ctx.dataset.tune_spec.metric} {study.best_value:.4f}: "
+        + ", ".join(f"{k}={v}" for k, v in study.best_settings.items())
+        + "); "
+    )
+    outcome = _trained("tune", study.model, note)
+    outputs = {**outcome.outputs, "tune_run_id": study.run_id, "best_settings": study.best_settings}
+    record_run(ctx.spark, ctx.settings, StageRun(ctx.dataset.name, "train", inputs, outputs))
+    return Outcome("tune", True, outcome.message, outputs)
+
+
 def convert(ctx: Context) -> Outcome:
+    """The trained version -> ONNX fp32, int8 dynamic and int8 static, measured side by side;
+    the gate's choice is registered as a new version of the model under alias `champion`."""
     if undeclared := _unless_declared(ctx, "convert", "model"):
         return undeclared
     ds = ctx.dataset
+    spec = ds.model_spec
     trained = last_run(ctx.spark, ds.name, "train")
     model = trained.outputs.get("model_version") if trained else None
-    inputs = {"model": f"{ds.model_spec.registered_name}/{model}" if model else None}
+    inputs = {
+        "model": f"{spec.registered_name}/{model}" if model else None,
+        "config": digest(spec.quantization.model_dump()),
+    }
 
     def work() -> Outcome:
         import mlflow
 
+        from lakestory.conversion import INT8_STATIC, ONNX_FP32
         from lakestory.conversion import convert as convert_model
+        from lakestory.conversion.registry import CHAMPION, publish
         from lakestory.training.tracking import use_store
         from lakestory.training.train import load_arrays
 
         assert trained is not None
-        client = use_store(ctx.settings)
-        torch_model = mlflow.pytorch.load_model(f"models:/{ds.model_spec.registered_name}/{model}")
-        arrays = load_arrays(ctx.spark, ds)
-        out_dir = (
-            ctx.settings.root / "artifacts" / ds.name / ds.model_spec.registered_name / f"v{model}"
-        )
+        use_store(ctx.settings)
+        torch_model = mlflow.pytorch.load_model(f"models:/{spec.registered_name}/{model}")
+        out_dir = ctx.settings.root / "artifacts" / ds.name / spec.registered_name / f"v{model}"
         report = convert_model(
             torch_model,
-            ds.model_spec.registered_name,
+            spec.registered_name,
             str(model),
-            arrays["x_test"],
-            arrays["y_test"],
+            load_arrays(ctx.spark, ds),
             out_dir,
+            max_accuracy_drop=spec.quantization.max_accuracy_drop,
+            calibration_rows=spec.quantization.calibration_rows,
+            require_batch_invariance=spec.quantization.require_batch_invariance,
         )
-        run_id = trained.outputs["run_id"]
-        client.log_artifacts(run_id, str(out_dir), "onnx")
-        for metric in ("accuracy_onnx", "accuracy_int8", "max_abs_diff_vs_torch"):
-            client.log_metric(run_id, f"test_{metric}", getattr(report, metric))
-        client.log_metric(run_id, "onnx_bytes", report.onnx_bytes)
-        client.log_metric(run_id, "onnx_int8_bytes", report.int8_bytes)
+        params_version = int(trained.outputs["feature_params_version"])
+        published = publish(
+            ctx.settings, report, trained.outputs["run_id"], params_version, out_dir
+        )
+        sizes = ", ".join(
+            f"{f.artifact} {f.bytes:,} B acc {f.accuracy:.3f}" for f in report.figures
+        )
+        fp32, int8 = report.figure(ONNX_FP32), report.figure(INT8_STATIC)
         return Outcome(
             "convert",
             True,
-            f"onnx {report.onnx_bytes} B (test accuracy {report.accuracy_onnx:.3f}), "
-            f"int8 {report.int8_bytes} B (test accuracy {report.accuracy_int8:.3f}), "
-            f"max |onnx - torch| {report.max_abs_diff_vs_torch:.1e}",
+            f"{sizes}; {CHAMPION}: {spec.registered_name} v{published.version} = "
+            f"{report.gate.reason}; max |onnx - torch| {report.parity_max_abs_diff:.1e}",
             {
-                **report.__dict__,
-                "feature_params_version": trained.outputs["feature_params_version"],
+                **report.to_dict(),
+                "champion_version": published.version,
+                "feature_params_version": params_version,
+                # the figures `lakestory summary` shows: ONNX fp32 and static int8
+                "onnx_path": report.paths[ONNX_FP32],
+                "onnx_bytes": fp32.bytes,
+                "accuracy_onnx": fp32.accuracy,
+                "int8_path": report.paths[INT8_STATIC],
+                "int8_bytes": int8.bytes,
+                "accuracy_int8": int8.accuracy,
             },
         )
 
@@ -280,28 +341,42 @@ def convert(ctx: Context) -> Outcome:
 
 
 def score(ctx: Context) -> Outcome:
+    """The champion (alias `champion`) scores the silver rows into gold.<dataset>_predictions;
+    a new champion or new input rescores, the same pair again writes nothing."""
+    from lakestory.conversion.registry import champion, load_version
     from lakestory.inference import predictions_table, score_dataset
 
     if undeclared := _unless_declared(ctx, "score", "model"):
         return undeclared
     ds = ctx.dataset
-    converted = last_run(ctx.spark, ds.name, "convert")
+    name = ds.model_spec.registered_name
     inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.structured()])
-    inputs["model"] = converted.inputs["model"] if converted else None
+    current = champion(ctx.settings, name)
+    inputs["model"] = f"{name}/{current.version}" if current else None
 
     def work() -> Outcome:
-        assert converted is not None
-        onnx_path = Path(converted.outputs["onnx_path"])
-        params = read_params(ctx.spark, ds, int(converted.outputs["feature_params_version"]))
-        version = score_dataset(
-            ctx.spark, ctx.settings, ds, onnx_path, converted.outputs["model_version"], params
+        assert current is not None
+        model = load_version(ctx.settings, current)  # the version the inputs name
+        params = read_params(ctx.spark, ds, model.feature_params_version)
+        scored = score_dataset(
+            ctx.spark, ctx.settings, ds, model.onnx, model.name, model.version, params
         )
-        rows = ctx.spark.read.table(predictions_table(ds).qualified).count()
+        table = predictions_table(ds)
+        rows = ctx.spark.read.table(table.qualified).count()
+        what = "written" if scored.written else "already there, nothing written"
         return Outcome(
             "score",
-            True,
-            f"{predictions_table(ds)} {rows} rows (v{version})",
-            {"table": predictions_table(ds).qualified, "version": version, "rows": rows},
+            scored.written,
+            f"{table} {rows} rows of {name} v{model.version} on {scored.input_version} "
+            f"({what}; v{scored.table_version})",
+            {
+                "table": table.qualified,
+                "version": scored.table_version,
+                "rows": rows,
+                "model_name": name,
+                "model_version": model.version,
+                "input_version": scored.input_version,
+            },
         )
 
     return _skip_if_unchanged(ctx, "score", inputs, work)

@@ -208,16 +208,36 @@ def test_model_is_registered_with_lineage(
     assert 0 < int(run.data.params["pca_k"]) < int(run.data.params["prepared_width"])
     assert run.data.metrics["pca_explained_variance"] >= 0.95
     logged = {a.path for a in client.list_artifacts(out["run_id"])}
-    assert {"feature_params.json", "pca_explained_variance.png"} <= logged
+    assert {"feature_params.json", "pca_explained_variance.png", "confusion_matrix.png"} <= logged
+    # the test split's metrics agree with its confusion counts
+    m = run.data.metrics
+    tn, fp, fn, tp = (m[f"test_{k}"] for k in ("tn", "fp", "fn", "tp"))
+    assert int(run.data.params["rows_test"]) == tn + fp + fn + tp
+    assert m["test_accuracy"] == pytest.approx((tp + tn) / (tn + fp + fn + tp), abs=1e-6)
+    assert m["test_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-6)
+    assert m["test_roc_auc"] > m["test_accuracy"] - 0.2 and m["test_roc_auc"] > 0.7
+    assert run.data.tags["lineage.seed"] == str(customers.seed)
+    assert len(run.data.tags["lineage.code_version"]) == 40  # the git commit
+    # the version trained is the candidate, and says what it was trained on
+    name = customers.model.registered_name
+    assert str(client.get_model_version_by_alias(name, "candidate").version) == out["model_version"]
+    assert version.tags["lakestory.feature_params_version"] == str(out["feature_params_version"])
+    assert version.tags["lakestory.features_version"] == run.data.params["features_version"]
 
 
 def test_spark_and_onnx_score_as_torch_does_with_the_stored_params(
     spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
 ) -> None:
     """A row scored by Spark through the ONNX graph gets the probability that torch computes
-    from the parameters stored in gold.customers_feature_params and the trained weights."""
+    from the parameters stored in gold.customers_feature_params and the trained weights.
+
+    Spark scores with the champion, which may be an int8 copy (its error is the conversion
+    report's business): Spark is held to the champion's graph, that graph's fp32 source to
+    torch."""
+    import numpy as np
     import torch
 
+    from lakestory.conversion import onnx_probabilities
     from lakestory.features import FeatureParams
     from lakestory.training import build_model
 
@@ -249,16 +269,68 @@ def test_spark_and_onnx_score_as_torch_does_with_the_stored_params(
     with torch.no_grad():
         x = torch.tensor([r.features for r in rows], dtype=torch.float32)
         expected = torch.sigmoid(model(x)).reshape(-1).numpy()
+    report = first_run["convert"].outputs
+    vectors = np.array([r.features for r in rows], dtype=np.float32)
+    fp32 = onnx_probabilities(Path(report["paths"]["onnx_fp32"]), vectors)
+    assert fp32.tolist() == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-5)
+    champion = onnx_probabilities(Path(report["paths"][report["gate"]["champion"]]), vectors)
     scored = [r.probability for r in rows]
-    assert scored == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-5)
+    assert scored == pytest.approx(champion.tolist(), rel=1e-4, abs=1e-5)
 
 
 def test_onnx_agrees_with_torch(first_run: dict[str, Outcome]) -> None:
     report = first_run["convert"].outputs
-    assert report["max_abs_diff_vs_torch"] <= 1e-5
-    assert report["accuracy_onnx"] == pytest.approx(report["accuracy_torch"])
-    assert report["agreement_int8_vs_onnx"] > 0.95
-    assert report["int8_bytes"] > 0 and report["onnx_bytes"] > 0
+    assert list(report["parity_batches"]) == [1, 7, 1024]
+    assert report["parity_max_abs_diff"] <= 1e-5  # the stage checked rtol 1e-3, atol 1e-5
+    figures = {f["artifact"]: f for f in report["figures"]}
+    assert list(figures) == ["torch_fp32", "onnx_fp32", "onnx_int8_dynamic", "onnx_int8_static"]
+    assert figures["onnx_fp32"]["accuracy"] == pytest.approx(figures["torch_fp32"]["accuracy"])
+    assert figures["onnx_int8_dynamic"]["agreement"] > 0.95
+    assert figures["onnx_int8_static"]["agreement"] > 0.95
+    assert report["calibration_split"] == "validation" and report["calibration_rows"] > 0
+    assert all(Path(path).is_file() for path in report["paths"].values())
+    assert all(f["bytes"] > 0 and f["throughput_rows_s"] > 0 for f in figures.values())
+
+
+def test_the_gates_choice_is_the_champion_with_its_origin(
+    settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    from lakestory.conversion import choose_champion
+    from lakestory.conversion.report import Figures
+
+    report = first_run["convert"].outputs
+    trained = first_run["train"].outputs
+    figures = [Figures(**f) for f in report["figures"]]
+    quantization = customers.model_spec.quantization
+    gate = choose_champion(
+        figures, quantization.max_accuracy_drop, quantization.require_batch_invariance
+    )
+    assert report["gate"]["champion"] == gate.champion
+    client = mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    champion = client.get_model_version_by_alias("customers_churn", "champion")
+    assert str(champion.version) == report["champion_version"] != trained["model_version"]
+    assert champion.tags == {
+        "lakestory.artifact": gate.champion,
+        "lakestory.source_version": trained["model_version"],
+        "lakestory.feature_params_version": str(trained["feature_params_version"]),
+    }
+    assert champion.run_id == trained["run_id"]  # the ONNX version joins its training run
+    run = client.get_run(trained["run_id"])
+    assert run.data.tags["conversion.champion"] == gate.champion
+    assert run.data.metrics["conversion.onnx_int8_static.accuracy_drop"] == pytest.approx(
+        figures[3].accuracy_drop
+    )
+    logged = {a.path for a in client.list_artifacts(trained["run_id"], "conversion")}
+    assert logged == {
+        f"conversion/{name}"
+        for name in (
+            "model.onnx",
+            "model.int8.dynamic.onnx",
+            "model.int8.static.onnx",
+            "conversion_report.json",
+            "conversion_report.html",
+        )
+    }
 
 
 def test_one_prediction_per_scored_row(spark: SparkSession, first_run: dict[str, Outcome]) -> None:
@@ -267,6 +339,72 @@ def test_one_prediction_per_scored_row(spark: SparkSession, first_run: dict[str,
     assert predictions.count() == silver.count()
     assert predictions.select("customer_id_pseudonym").distinct().count() == silver.count()
     assert predictions.where("probability < 0 OR probability > 1").count() == 0
+    # every row names the champion that scored it and the input versions it read
+    champion = first_run["convert"].outputs["champion_version"]
+    versions = {
+        t: table_version(spark, TableRef("silver", t))
+        for t in ("customers_accounts", "customers_transactions")
+    }
+    origin = predictions.select("model_name", "model_version", "input_version").distinct()
+    assert [tuple(r) for r in origin.collect()] == [
+        (
+            "customers_churn",
+            champion,
+            ",".join(f"silver.{t}@v{v}" for t, v in versions.items()),
+        )
+    ]
+
+
+def _predictions(spark: SparkSession) -> list[tuple[object, ...]]:
+    table = spark.read.table("gold.customers_predictions")
+    return sorted(tuple(r) for r in table.collect())
+
+
+def test_scoring_the_same_input_with_the_same_model_again_changes_nothing(
+    spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    """score_dataset itself, twice, not the pipeline's skipping of an unchanged stage."""
+    from lakestory.conversion.registry import load_champion
+    from lakestory.features import read_params
+    from lakestory.inference import score_dataset
+
+    ref = TableRef("gold", "customers_predictions")
+    before, rows = table_version(spark, ref), _predictions(spark)
+    model = load_champion(settings, "customers_churn")
+    params = read_params(spark, customers, model.feature_params_version)
+    for _ in range(2):
+        scored = score_dataset(
+            spark, settings, customers, model.onnx, model.name, model.version, params
+        )
+        assert not scored.written and scored.table_version == before
+    assert table_version(spark, ref) == before and _predictions(spark) == rows
+
+
+def test_a_new_champion_scores_again_and_its_rows_say_so(
+    spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    from lakestory.pipeline import score
+
+    client = mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    old = client.get_model_version_by_alias("customers_churn", "champion")
+    new = client.create_model_version(
+        "customers_churn", old.source, run_id=old.run_id, tags=old.tags
+    )
+    client.set_registered_model_alias("customers_churn", "champion", new.version)
+    ref = TableRef("gold", "customers_predictions")
+    before, rows = table_version(spark, ref), _predictions(spark)
+    ctx = Context(spark, settings, customers)
+
+    outcome = score(ctx)
+
+    assert outcome.ran and outcome.outputs["model_version"] == str(new.version)
+    after = table_version(spark, ref)
+    assert after is not None and before is not None and after == before + 1
+    table = spark.read.table(ref.qualified)
+    assert [r[0] for r in table.select("model_version").distinct().collect()] == [str(new.version)]
+    # the same graph gave the same probabilities, now recorded under the new version
+    assert [r[:3] for r in _predictions(spark)] == [r[:3] for r in rows]
+    assert not score(ctx).ran and table_version(spark, ref) == after
 
 
 def test_rerun_without_new_input_commits_nothing(

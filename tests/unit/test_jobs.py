@@ -21,3 +21,11 @@ def test_refine_job_forwards_full_refresh(monkeypatch: pytest.MonkeyPatch) -> No
 def test_other_jobs_have_no_full_refresh() -> None:
     with pytest.raises(SystemExit):
         cli.job_main("ingest", ["--dataset", "customers", "--full-refresh"])
+
+
+def test_the_tune_job_forwards_to_the_tune_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(list(argv)) or 0)
+    assert cli.job_main("tune", ["--dataset", "customers"]) == 0
+    assert seen == [["tune", "customers"]]
+    assert cli._parser().parse_args(seen[0]).command == "tune"

@@ -1,12 +1,33 @@
 from __future__ import annotations
 
+import copy
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
+from onnx import numpy_helper
 
-from lakestory.conversion import convert, onnx_probabilities
+from lakestory.conversion import (
+    ARTIFACTS,
+    INT8_DYNAMIC,
+    INT8_STATIC,
+    ONNX_FP32,
+    REPORT_HTML,
+    REPORT_JSON,
+    TORCH_FP32,
+    Figures,
+    ParityError,
+    check_parity,
+    choose_champion,
+    convert,
+    export_onnx,
+    onnx_probabilities,
+    torch_probabilities,
+)
 from lakestory.features import FeatureParams, Input, Projection
 from lakestory.training import Preprocess, build_model
 
@@ -31,14 +52,18 @@ def test_preprocess_imputes_scales_and_encodes() -> None:
     assert torch.equal(Preprocess(projected)(torch.tensor([[12.0, 0, 0]])), torch.tensor([[0.0]]))
 
 
-def test_onnx_graph_carries_the_transforms_and_agrees_with_torch(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(50, 20, size=(300, 4)).astype(np.float32)
+def _rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw vectors as the gold table holds them: numbers with NaN, a category's index or NaN."""
+    x = rng.normal(50, 20, size=(n, 4)).astype(np.float32)
     x[::17, 2] = np.nan
-    x[:, 3] = rng.integers(0, 3, size=300)  # a category's index
+    x[:, 3] = rng.integers(0, 3, size=n)
     x[::13, 3] = np.nan
-    y = (x[:, 0] > 50).astype(np.float32)
+    return x, (x[:, 0] > 50).astype(np.float32)
+
+
+def _model(rng: np.random.Generator, x: np.ndarray) -> torch.nn.Module:
+    """Imputation, scaling, one-hot and PCA, then one hidden layer: two Linear layers."""
+    torch.manual_seed(0)
     means, stds = np.nanmean(x, 0), np.nanstd(x, 0)
     inputs = [
         Input(f"x{i}", "numeric", float(means[i]), float(means[i]), float(stds[i]))
@@ -47,18 +72,108 @@ def test_onnx_graph_carries_the_transforms_and_agrees_with_torch(tmp_path: Path)
     inputs.append(Input("c", "onehot", 0.0, categories=("a", "b", "c")))
     basis = np.linalg.qr(rng.normal(size=(6, 6)))[0][:4]
     pca = Projection(mean=[0.1] * 6, components=basis.tolist(), explained=[1 / 6] * 6)
-    model = build_model(FeatureParams(tuple(inputs), pca), [8], 0.0).eval()
+    return build_model(FeatureParams(tuple(inputs), pca), [8], 0.0).eval()
 
-    report = convert(model, "m", "1", x, y, tmp_path)
 
-    graph = onnx.load(report.onnx_path).graph
-    assert [i.name for i in graph.input] == ["features"]
-    assert report.max_abs_diff_vs_torch <= 1e-5
-    # The graph takes raw, unscaled features with NaN: preprocessing lives inside it.
+def test_conversion_exports_checks_quantizes_and_reports(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x, y = _rows(rng, 300)
+    x_val, y_val = _rows(rng, 200)
+    model = _model(rng, x)
+    arrays = {"x_test": x, "y_test": y, "x_validation": x_val, "y_validation": y_val}
+
+    report = convert(model, "m", "3", arrays, tmp_path, max_accuracy_drop=0.02)
+
+    fp32 = Path(report.paths[ONNX_FP32])
+    assert [i.name for i in onnx.load(fp32).graph.input] == ["features"]
+    # The graph takes raw, unscaled features with NaN (preprocessing lives inside it), at any
+    # batch size: the batch dimension is dynamic.
+    for size in (1, 7, 1024):
+        rows = x[np.arange(size) % len(x)]
+        np.testing.assert_allclose(
+            onnx_probabilities(fp32, rows), torch_probabilities(model, rows), rtol=1e-3, atol=1e-5
+        )
+    assert report.parity_batches == (1, 7, 1024) and report.parity_max_abs_diff <= 1e-5
+    # Both int8 models quantize the two Linear layers only: the PCA components stay fp32.
+    components = np.asarray(model[0].pca_components)
+    for artifact in (INT8_DYNAMIC, INT8_STATIC):
+        graph = onnx.load(report.paths[artifact])
+        onnx.checker.check_model(graph, full_check=True)
+        tensors = [numpy_helper.to_array(t) for t in graph.graph.initializer]
+        assert sum(t.dtype == np.int8 and t.ndim == 2 for t in tensors) == 2, artifact
+        assert any(np.array_equal(t, components.T) for t in tensors), artifact
+        p = onnx_probabilities(Path(report.paths[artifact]), x)
+        assert p.shape == (300,) and np.isfinite(p).all()
+    assert report.calibration_split == "validation" and report.calibration_rows == 200
+
+    figures = {f.artifact: f for f in report.figures}
+    assert tuple(figures) == ARTIFACTS
+    assert figures[ONNX_FP32].agreement == figures[TORCH_FP32].agreement == 1.0
+    assert figures[ONNX_FP32].accuracy == figures[TORCH_FP32].accuracy
+    for f in report.figures:
+        assert f.bytes > 0 and 0 < f.latency_p50_ms <= f.latency_p95_ms
+        assert f.throughput_rows_s > 0 and 0 <= f.f1 <= 1
+    # fp32 and static int8 give a row one probability, alone or in a batch; dynamic int8 takes
+    # its activation scales from the batch, so its does not
+    assert figures[ONNX_FP32].batch_max_abs_diff <= 1e-5
+    assert figures[INT8_STATIC].batch_max_abs_diff <= 1e-5
+    assert figures[INT8_DYNAMIC].batch_max_abs_diff > 1e-4
+    assert report.gate == choose_champion(report.figures, 0.02, require_batch_invariance=True)
+
+    written = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert written["gate"]["champion"] == report.gate.champion
+    assert [f["artifact"] for f in written["figures"]] == list(ARTIFACTS)
+    page = (tmp_path / REPORT_HTML).read_text()
+    assert "<img src='data:image/png;base64," in page and "<script" not in page
+    assert all(a in page for a in ARTIFACTS)
+
+
+def test_parity_fails_when_the_graph_is_not_the_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x, _ = _rows(rng, 50)
+    model = _model(rng, x)
+    export_onnx(model, 4, tmp_path / "m.onnx")
+    assert check_parity(model, tmp_path / "m.onnx", x) <= 1e-5
+    other = copy.deepcopy(model)
     with torch.no_grad():
-        expected = torch.sigmoid(model(torch.from_numpy(x))).numpy().reshape(-1)
-    np.testing.assert_allclose(onnx_probabilities(Path(report.onnx_path), x), expected, atol=1e-5)
-    # A batch size other than the export example's works: the batch dimension is dynamic.
-    assert onnx_probabilities(Path(report.int8_path), x[:7]).shape == (7,)
-    assert report.test_rows == 300 and 0.0 <= report.accuracy_int8 <= 1.0
-    assert (tmp_path / "conversion_report.json").is_file()
+        other[-1].bias += 0.01  # a small shift of every logit
+    with pytest.raises(ParityError, match="batch of 1:"):
+        check_parity(other, tmp_path / "m.onnx", x)
+
+
+def _figures(**drops_sizes_and_batch_diffs: tuple[float, int, float]) -> list[Figures]:
+    base = Figures(ONNX_FP32, "model.onnx", 1000, 0.1, 0.2, 1e5, 0.85, 0.7, 1.0, 0.0, 0.0)
+    return [base] + [
+        # the drop as the report computes it: a difference of two accuracies
+        replace(base, artifact=a, bytes=size, accuracy=0.85 - drop, batch_max_abs_diff=diff)
+        for a, (drop, size, diff) in drops_sizes_and_batch_diffs.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("static", "dynamic", "invariance", "champion"),
+    [
+        ((0.0, 300, 0.0), (0.0, 400, 0.0), True, INT8_STATIC),  # both pass: the smaller
+        ((0.0, 400, 0.0), (0.005, 300, 0.0), True, INT8_DYNAMIC),
+        ((0.0, 300, 0.0), (0.0, 300, 0.0), True, INT8_STATIC),  # same size: static
+        ((0.02, 300, 0.0), (0.01, 400, 0.0), True, INT8_DYNAMIC),  # exactly the limit passes
+        ((0.02, 300, 0.0), (0.011, 400, 0.0), True, ONNX_FP32),  # none passes
+        ((-0.01, 300, 0.0), (0.05, 200, 0.0), True, INT8_STATIC),  # better than fp32 passes
+        # a row's probability depends on its batch: refused, unless invariance is not asked
+        ((0.0, 400, 0.0), (0.0, 300, 0.03), True, INT8_STATIC),
+        ((0.0, 400, 0.0), (0.0, 300, 0.03), False, INT8_DYNAMIC),
+        ((0.0, 400, 2e-5), (0.0, 300, 0.03), True, ONNX_FP32),
+        ((0.0, 1000, 0.0), (0.0, 1200, 0.0), True, ONNX_FP32),  # no smaller than fp32: no gain
+    ],
+)
+def test_gate_takes_the_smallest_int8_within_the_accuracy_drop(
+    static: tuple[float, int, float],
+    dynamic: tuple[float, int, float],
+    invariance: bool,
+    champion: str,
+) -> None:
+    figures = _figures(onnx_int8_static=static, onnx_int8_dynamic=dynamic)
+    figures = [replace(f, accuracy_drop=0.85 - f.accuracy) for f in figures]
+    gate = choose_champion(figures, max_accuracy_drop=0.01, require_batch_invariance=invariance)
+    assert gate.champion == champion, gate.reason
+    assert gate.max_accuracy_drop == 0.01 and gate.reason.startswith(champion)

@@ -1,10 +1,19 @@
-"""Batch scoring: ONNX Runtime inside Spark (`mapInPandas`), one prediction per input row."""
+"""Batch scoring: ONNX Runtime inside Spark (`mapInPandas`), one prediction per input row.
+
+The predictions table holds the latest scoring only: one row per key, each naming the model
+(`model_name`, `model_version`) and the input (`input_version`, the Delta versions of the
+silver tables read) that produced it. Earlier scorings stay readable by Delta time travel.
+Scoring is idempotent: when the table already holds the scoring of this model version on this
+input version, nothing is written, so a rerun commits nothing and changes no row.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -12,38 +21,82 @@ from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
 from lakestory.features import FEATURES_COLUMN, FeatureParams, feature_frame, with_feature_vector
-from lakestory.io import TableRef, overwrite
+from lakestory.features.build import silver_ref
+from lakestory.io import TableRef, exists, overwrite, read, table_version
+
+if TYPE_CHECKING:
+    from pyspark import Broadcast
 
 THRESHOLD = 0.5
+MODEL_NAME, MODEL_VERSION, INPUT_VERSION = "model_name", "model_version", "input_version"
 
 
 def predictions_table(dataset: Dataset) -> TableRef:
     return TableRef("gold", f"{dataset.name}_predictions")
 
 
-def score_frame(df: DataFrame, key: str, model_bytes: bytes) -> DataFrame:
+def scored_tables(dataset: Dataset) -> list[TableRef]:
+    """The silver tables a scoring reads: the main source and those aggregated into it."""
+    feats = dataset.feature_spec
+    names = dict.fromkeys([feats.source, *(a.source for a in feats.aggregates)])
+    return [silver_ref(dataset, name) for name in names]
+
+
+class _Worker:
+    """This Python worker's ONNX Runtime session. Spark reuses a Python worker for task after
+    task (`spark.python.worker.reuse`, on by default), so a session built once serves every
+    partition the worker scores; one model at a time is kept."""
+
+    digest: str | None = None
+    session: Any = None
+    built = 0  # sessions this worker has built: what tests look at
+
+
+def worker_session(digest: str, model: Broadcast[bytes]) -> Any:
+    """The session for the model whose bytes hash to `digest`, built from the broadcast bytes
+    the first time this worker meets it."""
+    if _Worker.digest != digest:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one Spark task slot, one thread
+        options.inter_op_num_threads = 1
+        _Worker.session = ort.InferenceSession(
+            model.value, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        _Worker.digest = digest
+        _Worker.built += 1
+    return _Worker.session
+
+
+def sessions_built() -> int:
+    """How many sessions this Python worker has built."""
+    return _Worker.built
+
+
+def score_frame(df: DataFrame, key: str, model: bytes) -> DataFrame:
     """Add `probability` and `prediction` to each row of `df` (columns `key`, `features`).
 
-    The model travels as bytes in the closure; each Python worker builds one ONNX Runtime
-    session per partition iterator and scores whole Arrow batches at once.
+    The model is broadcast once; each Python worker builds one ONNX Runtime session for it
+    (kept between tasks, keyed by the bytes' digest) and scores whole Arrow batches at once.
+    The broadcast lives as long as `df`'s lineage may be computed again, so it is not
+    unpersisted here.
     """
+    digest = hashlib.sha256(model).hexdigest()
+    shipped = df.sparkSession.sparkContext.broadcast(model)
 
     def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np
-        import onnxruntime as ort
 
-        from lakestory.conversion import INPUT_NAME, OUTPUT_NAME
+        from lakestory.inference.score import worker_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(
-            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = worker_session(digest, shipped)
+        inputs, outputs = session.get_inputs()[0].name, session.get_outputs()[0].name
         for batch in batches:
-            x = np.array(batch[FEATURES_COLUMN].tolist(), dtype=np.float32)
-            if len(x) == 0:
+            if len(batch) == 0:
                 continue
-            (p,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+            x = np.stack(batch[FEATURES_COLUMN].to_numpy()).astype(np.float32, copy=False)
+            (p,) = session.run([outputs], {inputs: x})
             p = np.asarray(p).reshape(-1)
             yield pd.DataFrame(
                 {key: batch[key], "probability": p, "prediction": (p > THRESHOLD).astype("int32")}
@@ -53,23 +106,59 @@ def score_frame(df: DataFrame, key: str, model_bytes: bytes) -> DataFrame:
     return df.select(key, FEATURES_COLUMN).mapInPandas(_score, schema)
 
 
+@dataclass(frozen=True)
+class Scored:
+    table_version: int
+    written: bool  # False: the table already held this scoring
+    input_version: str
+
+
+def input_version(spark: SparkSession, dataset: Dataset) -> str:
+    """The Delta versions of the tables a scoring reads, e.g.
+    `silver.customers_accounts@v3,silver.customers_transactions@v2`."""
+    return ",".join(f"{t}@v{table_version(spark, t)}" for t in scored_tables(dataset))
+
+
+def _holds(spark: SparkSession, table: TableRef, model: tuple[str, str], inputs: str) -> bool:
+    """Whether every row of `table` is a prediction of `model` on `inputs`."""
+    if not exists(spark, table):
+        return False
+    df = read(spark, table)
+    if not {MODEL_NAME, MODEL_VERSION, INPUT_VERSION} <= set(df.columns):
+        return False
+    found = df.select(MODEL_NAME, MODEL_VERSION, INPUT_VERSION).distinct().limit(2).collect()
+    return [tuple(r) for r in found] == [(*model, inputs)]
+
+
 def score_dataset(
     spark: SparkSession,
     settings: Settings,
     dataset: Dataset,
-    onnx_path: Path,
+    model: bytes,
+    model_name: str,
     model_version: str,
     params: FeatureParams,
-) -> int:
-    """Score every silver row of the dataset's main source; replace the predictions table.
+) -> Scored:
+    """Score every silver row of the dataset's main source with `model` (ONNX bytes) and
+    replace the predictions table with the result, unless it already holds this very scoring.
 
     The rows are encoded with the feature params the model was trained on (`params`): their
-    categories give a categorical value its index; the model's graph does the rest."""
+    categories give a categorical value its index; the model's graph does the rest. The input
+    versions are read just before the scan; the pipeline is the tables' one writer.
+    """
+    target = predictions_table(dataset)
+    inputs = input_version(spark, dataset)
+    if _holds(spark, target, (model_name, model_version), inputs):
+        version = table_version(spark, target)
+        assert version is not None
+        return Scored(version, False, inputs)
     key = dataset.feature_spec.key
-    inputs = feature_frame(spark, dataset).transform(with_feature_vector(params))
-    scored = score_frame(inputs, key, onnx_path.read_bytes()).select(
+    rows = feature_frame(spark, dataset).transform(with_feature_vector(params))
+    scored = score_frame(rows, key, model).select(
         "*",
-        F.lit(model_version).alias("model_version"),
+        F.lit(model_name).alias(MODEL_NAME),
+        F.lit(model_version).alias(MODEL_VERSION),
+        F.lit(inputs).alias(INPUT_VERSION),
         F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp").alias("scored_at"),
     )
-    return overwrite(scored, settings, predictions_table(dataset))
+    return Scored(overwrite(scored, settings, target), True, inputs)

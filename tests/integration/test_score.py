@@ -1,0 +1,78 @@
+"""Scoring inside Spark: ONNX Runtime in `mapInPandas`, one session per Python worker."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from pyspark.sql import SparkSession
+
+from lakestory.inference import score_frame
+
+WEIGHTS = np.array([[0.5], [-1.0], [0.25]], dtype=np.float32)
+
+
+def _graph() -> bytes:
+    """probability = sigmoid(features @ WEIGHTS): a graph as the convert stage's, in small."""
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["probability"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(WEIGHTS, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_every_row_gets_onnx_runtimes_probability(spark: SparkSession) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3))
+    rows = [(f"k{i}", [float(v) for v in x[i]]) for i in range(len(x))]
+    df = spark.createDataFrame(rows, "id string, features array<double>").repartition(8)
+
+    scored = score_frame(df, "id", _graph()).toPandas().set_index("id").loc[[r[0] for r in rows]]
+
+    session = ort.InferenceSession(_graph(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"features": x.astype(np.float32)})[0].reshape(-1)
+    assert scored["probability"].to_numpy() == pytest.approx(expected, abs=1e-6)
+    assert (scored["prediction"].to_numpy() == (expected > 0.5)).all()
+
+
+def test_a_python_worker_builds_one_session_for_all_its_tasks(spark: SparkSession) -> None:
+    model = _graph()
+    digest = hashlib.sha256(model).hexdigest()
+    shipped = spark.sparkContext.broadcast(model)
+
+    def _probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from lakestory.inference.score import sessions_built, worker_session
+
+        for _ in batches:
+            worker_session(digest, shipped)
+            yield pd.DataFrame({"pid": [os.getpid()], "built": [sessions_built()]})
+
+    partitions = 12
+    probes = (
+        spark.range(partitions, numPartitions=partitions)
+        .mapInPandas(_probe, "pid long, built long")
+        .toPandas()
+    )
+    shipped.unpersist()
+    assert len(probes) == partitions
+    # Spark reused its Python workers (its default): fewer workers than tasks ...
+    assert probes["pid"].nunique() < partitions
+    # ... and none built a session again for a later task (the count stays what the
+    # worker's first task left, whatever earlier tests had it build)
+    assert (probes.groupby("pid")["built"].nunique() == 1).all(), probes
