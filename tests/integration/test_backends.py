@@ -7,6 +7,7 @@ are its own in the shared test warehouse.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lakestory.config import Dataset, Settings
 from lakestory.config.models import Tune
 from lakestory.demo.generate import generate_customers
 from lakestory.features import features_table
-from lakestory.io import table_version
+from lakestory.io import LAYERS, table_version
 from lakestory.io.runs import last_run
 from lakestory.pipeline import Context, run_stages, tune
 from lakestory.training.train import Fit, features_params, fit, train_model
@@ -51,6 +52,15 @@ def parity(spark: SparkSession, settings: Settings, customers: Dataset) -> Itera
         mp.setenv("LAKESTORY_TOKEN_KEY", KEY)
         run_stages(Context(spark, settings, dataset), ("ingest", "refine", "features"))
     yield dataset
+    # Its customers are the demo's, ids and all: other modules that scan the whole warehouse
+    # for a customer's values (erasure) must not find this copy.
+    for layer in LAYERS:
+        for folder in (settings.root / layer).glob("parity_*"):
+            spark.sql(f"DROP TABLE IF EXISTS {layer}.{folder.name}")
+            shutil.rmtree(folder)
+    for folder in (settings.root / "_checkpoints").glob("*/parity_*"):
+        shutil.rmtree(folder)
+    shutil.rmtree(settings.root / "landing" / "parity")
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,11 @@ def test_every_bronze_row_is_accounted_for(
     bronze = _count(spark, f"bronze.customers_{source}")
     silver = _count(spark, f"silver.customers_{source}")
     quarantined = _count(spark, f"quarantine.customers_{source}")
-    metrics = spark.read.table("ops.quality_metrics").where(F.col("source") == source).first()
+    metrics = (
+        spark.read.table("ops.quality_metrics")
+        .where((F.col("dataset") == "customers") & (F.col("source") == source))
+        .first()
+    )
     assert metrics is not None
     assert bronze == silver + metrics.duplicates + quarantined
     assert (metrics.rows_in, metrics.silver, metrics.quarantined) == (bronze, silver, quarantined)
