@@ -241,7 +241,7 @@ def test_tune_runs_nested_trials_and_registers_the_best(
 ) -> None:
     space = {
         "learning_rate": {"low": 0.001, "high": 0.02, "log": True},
-        "hidden": {"choices": [[8], [32, 16]]},
+        "hidden": {"choices": [[8], [64, 32]]},  # holds the configured [64, 32]
     }
     dataset = parity.model_copy(
         update={
@@ -256,7 +256,7 @@ def test_tune_runs_nested_trials_and_registers_the_best(
     assert outcome.ran, outcome.message
     out = outcome.outputs
     best = out["best_settings"]
-    assert 0.001 <= best["learning_rate"] <= 0.02 and best["hidden"] in ([8], [32, 16])
+    assert 0.001 <= best["learning_rate"] <= 0.02 and best["hidden"] in ([8], [64, 32])
 
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     parent = client.get_run(out["tune_run_id"])
@@ -266,6 +266,11 @@ def test_tune_runs_nested_trials_and_registers_the_best(
     )
     trials = [r for r in children if r.info.run_name.startswith("trial-")]
     assert len(trials) == 2 and len(children) == 3
+    # the settings as configured are the first trial: the study starts from them
+    (first,) = [r for r in trials if r.data.params["trial"] == "0"]
+    assert float(first.data.params["learning_rate"]) == dataset.model_spec.learning_rate
+    assert first.data.params["hidden"] == str(dataset.model_spec.hidden)
+    assert parent.data.params["configured_first"] == "True"
     # the best trial is the one of the least validation loss, and its settings were retrained
     losses = {r.data.params["trial"]: r.data.metrics["validation_loss"] for r in trials}
     assert parent.data.tags["lakestory.best_trial"] == min(losses, key=losses.__getitem__)
