@@ -16,8 +16,8 @@ STAGE_HELP = {
     "refine": "cast, check, de-duplicate and pseudonymise bronze into silver + quarantine",
     "features": "build gold features: a seeded split per key and transforms fitted on train",
     "train": "train the model (TorchDistributor or Horovod), track it, register a candidate",
-    "convert": "export the registered model to ONNX and int8 ONNX, checked against torch",
-    "score": "score the dataset with ONNX Runtime inside Spark into gold.<dataset>_predictions",
+    "convert": "export the candidate to ONNX and int8 (two ways); a gate picks the champion",
+    "score": "score with the champion (ONNX Runtime in Spark) into gold.<dataset>_predictions",
 }
 
 
