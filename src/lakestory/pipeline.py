@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import SparkSession
 
 from lakestory.config import Dataset, Settings, load_token_key
-from lakestory.features import build_features, features_table, params_table, read_params
+from lakestory.features import (
+    ImageParams,
+    build_features,
+    feature_inputs,
+    features_table,
+    params_table,
+    read_params,
+)
 from lakestory.ingestion import bronze_table, ingest_source
 from lakestory.io import ensure_layers, table_version
 from lakestory.io.runs import StageRun, last_run, record_run
@@ -181,18 +188,26 @@ def features(ctx: Context) -> Outcome:
     if undeclared := _unless_declared(ctx, "features", "features"):
         return undeclared
     ds = ctx.dataset
-    inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.structured()])
-    inputs["config"] = digest(ds.feature_spec.model_dump(), ds.seed)
+    inputs: dict[str, Any] = _versions(ctx, feature_inputs(ds))
+    assert ds.features is not None
+    inputs["config"] = digest(ds.features.model_dump(), ds.seed)
 
     def work() -> Outcome:
         features_version, params = build_features(ctx.spark, ctx.settings, ds)
         outputs = {"features_version": features_version, "params_version": params.version}
-        pca = f", PCA to {params.pca.k} of {len(params.prepared_names)}" if params.pca else ""
+        if isinstance(params, ImageParams):
+            what = (
+                f"{params.height}x{params.width} pixels, mean {params.mean:.2f}, "
+                f"std {params.std:.2f}, {params.classes} classes"
+            )
+        else:
+            pca = f", PCA to {params.pca.k} of {len(params.prepared_names)}" if params.pca else ""
+            what = f"{len(params.inputs)} inputs{pca}"
         return Outcome(
             "features",
             True,
             f"{features_table(ds)} v{features_version}, {params_table(ds)} "
-            f"version {params.version} ({len(params.inputs)} inputs{pca})",
+            f"version {params.version} ({what})",
             outputs,
         )
 
@@ -344,13 +359,13 @@ def score(ctx: Context) -> Outcome:
     """The champion (alias `champion`) scores the silver rows into gold.<dataset>_predictions;
     a new champion or new input rescores, the same pair again writes nothing."""
     from lakestory.conversion.registry import champion, load_version
-    from lakestory.inference import predictions_table, score_dataset
+    from lakestory.inference import predictions_table, score_dataset, scored_tables
 
     if undeclared := _unless_declared(ctx, "score", "model"):
         return undeclared
     ds = ctx.dataset
     name = ds.model_spec.registered_name
-    inputs: dict[str, Any] = _versions(ctx, [silver_table(ds, s) for s in ds.structured()])
+    inputs: dict[str, Any] = _versions(ctx, scored_tables(ds))
     current = champion(ctx.settings, name)
     inputs["model"] = f"{name}/{current.version}" if current else None
 

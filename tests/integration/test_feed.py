@@ -14,7 +14,7 @@ from lakestory.training.feed import materialise, read_split
 TABLE = TableRef("gold", "feedtest_features")
 
 
-def test_each_rank_reads_its_shard_of_the_pinned_version(
+def test_each_shard_holds_its_rows_of_the_pinned_version(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
     def rows(n: int, offset: float) -> list[tuple[str, str, int, list[float]]]:
@@ -31,12 +31,17 @@ def test_each_rank_reads_its_shard_of_the_pinned_version(
     assert feed.version == pinned and feed.rows == {"train": 140, "validation": 20, "test": 40}
     assert sum(feed.shards) == 140 and min(feed.shards) > 20
     seen = []
-    for rank in range(3):
-        x, y = read_split(feed.path, "train", rank)
-        assert len(x) == feed.shards[rank] and x.shape[1] == 2
+    for shard in range(3):
+        x, y = read_split(feed.path, "train", shard)
+        assert len(x) == feed.shards[shard] and x.shape[1] == 2
         seen += x[:, 0].tolist()
         assert list(x[:, 0]) == sorted(x[:, 0], key=lambda v: f"k{int(v):03d}")  # key order
     assert sorted(seen) == [float(i) for i in range(200) if i % 10 < 7]  # version 0's, once each
     x_test, y_test = read_split(feed.path, "test")
     assert len(x_test) == 40 and np.array_equal(y_test, x_test[:, 0] % 2)
-    assert feed.steps_per_epoch(16) == min(feed.shards) // 16
+    # a global batch of 16 takes 6, 5 and 5 rows of the three shards each step
+    assert feed.slices(16) == [6, 5, 5]
+    assert feed.steps_per_epoch(16) == min(
+        n // s for n, s in zip(feed.shards, [6, 5, 5], strict=True)
+    )
+    assert feed.owned(0, 1) == [0, 1, 2] and feed.owned(1, 3) == [1]

@@ -146,7 +146,9 @@ def test_binary_sources_parse_and_their_options_are_checked(conf: Path) -> None:
     digits = load_dataset("digits", conf)
     images = digits.sources["images"]
     assert isinstance(images, BinarySource) and images.kind == "image"
-    assert list(digits.structured()) == ["labels"] and digits.features is None
+    assert list(digits.structured()) == ["labels"]
+    assert digits.image_spec is not None and digits.classes == 10
+    assert digits.features_key == "sha256"
     path = conf / "datasets" / "digits.yaml"
     path.write_text(path.read_text().replace("content: inline", "content: inlined"))
     with pytest.raises(ConfigError) as err:
@@ -185,8 +187,8 @@ def test_the_shipped_tune_space_is_read() -> None:
     [
         # not a setting of the model that tuning may change
         ("    num_processes: {choices: [1, 2]}", "cannot tune ['num_processes']"),
-        # a global batch that two processes cannot share
-        ("    batch_size: {choices: [64, 129]}", "tune.space.batch_size: 129"),
+        # a global batch smaller than the feed's 8 shards
+        ("    batch_size: {choices: [64, 4]}", "tune.space.batch_size: 4"),
         ("    dropout: {low: 0.5, high: 0.2}", "low (0.5) must be below high (0.2)"),
         ("    dropout: {low: 0.0, high: 1.0}", "tune.space.dropout: 1.0"),
         ("    epochs: {low: 5, high: 20.5}", "epochs takes integers"),
@@ -204,3 +206,37 @@ def test_a_bad_tune_space_names_the_setting(conf: Path, line: str, expected: str
     with pytest.raises(ConfigError) as err:
         load_dataset("customers", conf)
     assert str(path) in str(err.value) and expected in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("\n  images: images", "\n  images: labels", "features.images 'labels' is not a binary"),
+        ("\n  labels: labels", "\n  labels: images", "features.labels 'images' is not a struct"),
+        ("\n  file: file_name", "\n  file: filename", "features.file 'filename' is not a column"),
+        ("\n  label: label", "\n  label: digit", "features.label 'digit' is not the label"),
+        ("allowed: [0, 1, 2, 3", "allowed: [1, 2, 3", "must be the classes 0, 1, ... in order"),
+        ("  num_processes: 2", "  num_processes: 3", "feed_shards (8) must be a multiple"),
+    ],
+)
+def test_bad_image_features_name_the_key_and_file(
+    conf: Path, old: str, new: str, expected: str
+) -> None:
+    path = conf / "datasets" / "digits.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("digits", conf)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_augmentation_is_for_images(conf: Path) -> None:
+    path = conf / "datasets" / "customers.yaml"
+    text = path.read_text().replace(
+        "  num_processes: 2\n", "  num_processes: 2\n  augmentation: {max_degrees: 5}\n", 1
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("customers", conf)
+    assert "model.augmentation applies to image features only" in str(err.value)

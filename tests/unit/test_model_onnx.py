@@ -10,6 +10,8 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from sklearn.datasets import load_digits
+from sklearn.metrics import f1_score
 
 from lakestory.conversion import (
     ARTIFACTS,
@@ -28,8 +30,10 @@ from lakestory.conversion import (
     onnx_probabilities,
     torch_probabilities,
 )
+from lakestory.conversion.report import accuracy, agreement, f1
 from lakestory.features import FeatureParams, Input, Projection
 from lakestory.training import Preprocess, build_model
+from lakestory.training.vision import SmallCNN
 
 NAN = float("nan")
 
@@ -105,6 +109,7 @@ def test_conversion_exports_checks_quantizes_and_reports(tmp_path: Path) -> None
         p = onnx_probabilities(Path(report.paths[artifact]), x)
         assert p.shape == (300,) and np.isfinite(p).all()
     assert report.calibration_split == "validation" and report.calibration_rows == 200
+    assert report.classes == 1 and report.f1_average == "binary"
 
     figures = {f.artifact: f for f in report.figures}
     assert tuple(figures) == ARTIFACTS
@@ -126,6 +131,104 @@ def test_conversion_exports_checks_quantizes_and_reports(tmp_path: Path) -> None
     page = (tmp_path / REPORT_HTML).read_text()
     assert "<img src='data:image/png;base64," in page and "<script" not in page
     assert all(a in page for a in ARTIFACTS)
+    assert "<th>F1</th>" in page and "classes" not in page
+
+
+def _digits() -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 digits as the features table holds them: flat rows of 64 raw pixel
+    values (0..16), labels the class ids as floats; shuffled, then 1000 train, 300 validation
+    and 497 test rows."""
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    x, y = digits.data[order].astype(np.float32), digits.target[order].astype(np.float32)
+    bounds = {"train": (0, 1000), "validation": (1000, 1300), "test": (1300, len(y))}
+    arrays = {}
+    for split, (start, end) in bounds.items():
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x[start:end], y[start:end]
+    return arrays
+
+
+def _trained_cnn(x: np.ndarray, y: np.ndarray, steps: int = 300) -> torch.nn.Module:
+    """SmallCNN trained briefly (seeded, one thread) on the train rows: logits, 10 classes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = SmallCNN(8, 8, 10, mean=float(x.mean()), std=float(x.std()))
+        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+        rows, labels = torch.from_numpy(x), torch.from_numpy(y).long()
+        batches = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            i = torch.randint(0, len(rows), (64,), generator=batches)
+            loss = torch.nn.functional.cross_entropy(model(rows[i]), labels[i])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def test_a_digits_cnn_converts_with_its_convolutions_quantized(tmp_path: Path) -> None:
+    arrays = _digits()
+    model = _trained_cnn(arrays["x_train"], arrays["y_train"])
+    x, y = arrays["x_test"], arrays["y_test"]
+
+    report = convert(model, "digits", "1", arrays, tmp_path)
+
+    assert report.classes == 10 and report.f1_average == "macro"
+    assert report.parity_max_abs_diff <= 1e-5
+    expected = torch_probabilities(model, x)
+    assert expected.shape == (len(x), 10)
+    for artifact in (ONNX_FP32, INT8_DYNAMIC, INT8_STATIC):
+        p = onnx_probabilities(Path(report.paths[artifact]), x)
+        assert p.shape == (len(x), 10), artifact
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5, err_msg=artifact)
+    figures = {f.artifact: f for f in report.figures}
+    fp32 = figures[ONNX_FP32]
+    assert fp32.accuracy == figures[TORCH_FP32].accuracy > 0.8
+    assert fp32.agreement == figures[TORCH_FP32].agreement == 1.0
+    # the macro average over the ten digits, not the positive class of a binary model
+    predicted = onnx_probabilities(Path(report.paths[ONNX_FP32]), x).argmax(axis=1)
+    assert fp32.f1 == pytest.approx(f1_score(y.astype(int), predicted, average="macro"))
+    assert fp32.f1 > 0.8
+    for f in report.figures:
+        assert 0.8 < f.accuracy <= 1 and 0.8 < f.agreement <= 1, f.artifact
+    assert fp32.batch_max_abs_diff <= 1e-5 and figures[INT8_STATIC].batch_max_abs_diff <= 1e-5
+
+    # Both int8 models hold the two Conv kernels (rank 4) and the two Linear matrices (rank 2)
+    # as int8; the normalisation (Reshape, Sub, Div with the fitted mean and std) stays fp32
+    # and the raw pixels reach no quantizer: the first activation quantized is the Div's.
+    for artifact in (INT8_DYNAMIC, INT8_STATIC):
+        graph = onnx.load(report.paths[artifact]).graph
+        tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        ranks = sorted(t.ndim for t in tensors.values() if t.dtype == np.int8 and t.ndim >= 2)
+        assert ranks == [2, 2, 4, 4], artifact
+        sub, div = (next(n for n in graph.node if n.op_type == op) for op in ("Sub", "Div"))
+        assert [tensors[sub.input[1]].dtype, tensors[div.input[1]].dtype] == [np.float32] * 2
+        quantized = {
+            n.input[0]
+            for n in graph.node
+            if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear")
+        }
+        assert div.output[0] in quantized and not {"features", sub.output[0]} & quantized
+    dynamic = [n.op_type for n in onnx.load(report.paths[INT8_DYNAMIC]).graph.node]
+    assert dynamic.count("ConvInteger") == 2 and dynamic.count("MatMulInteger") == 2
+
+    written = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert written["classes"] == 10 and written["f1_average"] == "macro"
+    page = (tmp_path / REPORT_HTML).read_text()
+    assert "<th>F1 (macro)</th>" in page and "10 classes" in page
+
+
+def test_multi_class_figures_compare_the_most_probable_class() -> None:
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2]])
+    y = np.array([0.0, 2.0, 2.0, 1.0], dtype=np.float32)
+    # predicted 0, 2, 1, 0 (the first of a tie): rows 0 and 1 right
+    assert accuracy(p, y) == 0.5
+    # F1 per class: 0 -> 2/3 (1 right, 1 wrong prediction), 1 -> 0, 2 -> 2/3
+    assert f1(p, y) == pytest.approx((2 / 3 + 0 + 2 / 3) / 3)
+    assert agreement(p, p[:, [1, 0, 2]]) == 0.5  # rows 1 and 3 keep their class
 
 
 def test_parity_fails_when_the_graph_is_not_the_model(tmp_path: Path) -> None:

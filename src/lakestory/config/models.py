@@ -8,8 +8,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -446,6 +448,10 @@ class Pca(Frozen):
 
 
 class Features(Frozen):
+    """Tabular features: one row per `key` of the main `source`, its `columns` and per-key
+    `aggregates` of other sources, prepared by fitted `transforms` (and `pca`)."""
+
+    kind: Literal["tabular"] = "tabular"
     source: str
     key: str
     label: str
@@ -468,6 +474,57 @@ class Features(Frozen):
 
     def transform(self, name: str) -> Transform:
         return self.transforms.get(name, Transform())
+
+
+class ImageFeatures(Frozen):
+    """Image features: the decoded pixels of a binary source's images (`images`, read from
+    bronze: binary sources have no silver) with the label a structured source (`labels`, from
+    silver) gives each file, matched by file name (`file`, the labels' column naming it).
+
+    One row per distinct content: copies of an image are one example, in one split (the key is
+    the sha256), and content that carries two labels is left out. Images are `height` x
+    `width`, decoded to grey levels; others are left out. The label's `allowed` values must be
+    the classes 0, 1, ... in order.
+    """
+
+    kind: Literal["image"]
+    images: str
+    labels: str
+    file: str
+    label: str
+    height: int = Field(gt=0, le=1024)
+    width: int = Field(gt=0, le=1024)
+    split: Split
+
+    @property
+    def key(self) -> str:
+        return "sha256"
+
+    @property
+    def names(self) -> list[str]:
+        """The input vector: the pixels, row by row."""
+        return [f"pixel_{r}_{c}" for r in range(self.height) for c in range(self.width)]
+
+
+def _features_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "tabular"))
+    return str(getattr(value, "kind", "tabular"))
+
+
+AnyFeatures = Annotated[
+    Annotated[Features, Tag("tabular")] | Annotated[ImageFeatures, Tag("image")],
+    Discriminator(_features_kind),
+]
+
+
+class Augmentation(Frozen):
+    """Random small rotations (uniform in ±`max_degrees`) and shifts (uniform in ±`max_shift`
+    pixels along each axis) of the train split's images, drawn afresh for every batch from the
+    seed; validation, test and serving see the images as they are."""
+
+    max_degrees: float = Field(default=10.0, ge=0, le=45)
+    max_shift: float = Field(default=1.0, ge=0)
 
 
 class EarlyStopping(Frozen):
@@ -493,7 +550,8 @@ class Quantization(Frozen):
 
 class Model(Frozen):
     """The network and how it is trained. `batch_size` is the global batch: each of the
-    `num_processes` processes takes its share of it."""
+    `num_processes` processes takes its share of it, the slices of its `feed_shards` shards of
+    the train split (see `lakestory.training.feed`)."""
 
     registered_name: str
     hidden: list[int] = Field(min_length=1)
@@ -503,6 +561,9 @@ class Model(Frozen):
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     num_processes: int = Field(gt=0)
+    # the train split's shards in the data feed: a multiple of every process count trained
+    # with, so that the global batches, and the model, do not depend on the process count
+    feed_shards: int = Field(default=8, gt=0)
     # torch_distributor: DDP in processes started by Spark's TorchDistributor (children of the
     # driver on a local master, a barrier stage on a cluster); horovod: horovod.spark.run,
     # which needs Horovod built into the environment (`make horovod`)
@@ -514,13 +575,22 @@ class Model(Frozen):
     gamma: float = Field(default=0.1, gt=0, le=1)  # ... and the factor of each
     early_stopping: EarlyStopping | None = None
     quantization: Quantization = Quantization()
+    # image features only: the CNN's two convolutions' channels (`hidden` are its dense
+    # layers), and the train split's augmentation
+    channels: list[int] = Field(default=[16, 32], min_length=2, max_length=2)
+    augmentation: Augmentation | None = None
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> Model:
-        if self.batch_size % self.num_processes:
+    def _shards_divide(self) -> Model:
+        if self.feed_shards % self.num_processes:
             raise ValueError(
-                f"batch_size ({self.batch_size}) is the global batch: it must be a multiple "
-                f"of num_processes ({self.num_processes})"
+                f"feed_shards ({self.feed_shards}) must be a multiple of num_processes "
+                f"({self.num_processes}): each process trains on as many of the shards"
+            )
+        if self.batch_size < self.feed_shards:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch: every one of the "
+                f"{self.feed_shards} feed_shards gives it rows, so it must be at least that"
             )
         return self
 
@@ -594,7 +664,7 @@ class Dataset(Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     seed: int
     sources: dict[str, AnySource] = Field(min_length=1)
-    features: Features | None = None
+    features: AnyFeatures | None = None
     model: Model | None = None
     tune: Tune | None = None
     # which config file set each key (filled in by the loader), for errors found later
@@ -613,9 +683,23 @@ class Dataset(Frozen):
 
     @property
     def feature_spec(self) -> Features:
+        """The tabular features (see `image_spec` for images)."""
         if self.features is None:
             raise ValueError(f"dataset {self.name!r} declares no features")
+        if not isinstance(self.features, Features):
+            raise ValueError(f"dataset {self.name!r} has image features, not tabular ones")
         return self.features
+
+    @property
+    def image_spec(self) -> ImageFeatures | None:
+        """The image features, if the dataset's features are images."""
+        return self.features if isinstance(self.features, ImageFeatures) else None
+
+    @property
+    def features_key(self) -> str:
+        if self.features is None:
+            raise ValueError(f"dataset {self.name!r} declares no features")
+        return self.features.key
 
     @property
     def model_spec(self) -> Model:
@@ -672,9 +756,45 @@ class Dataset(Frozen):
         return self
 
     @model_validator(mode="after")
+    def _images_refer_to_sources(self) -> Dataset:
+        feats = self.image_spec
+        if feats is None:
+            if self.model is not None and self.model.augmentation is not None:
+                raise ValueError("model.augmentation applies to image features only")
+            return self
+        if not isinstance(self.sources.get(feats.images), BinarySource):
+            raise ValueError(f"features.images {feats.images!r} is not a binary source")
+        labels = self.structured().get(feats.labels)
+        if labels is None:
+            raise ValueError(f"features.labels {feats.labels!r} is not a structured source")
+        if labels.label is None or labels.label.column != feats.label:
+            raise ValueError(
+                f"features.label {feats.label!r} is not the label declared by "
+                f"sources.{feats.labels}.label"
+            )
+        if labels.label.allowed != list(range(len(labels.label.allowed))):
+            raise ValueError(
+                f"sources.{feats.labels}.label.allowed must be the classes 0, 1, ... in order "
+                "for image features"
+            )
+        if feats.file not in labels.silver_columns():
+            raise ValueError(f"features.file {feats.file!r} is not a column of {feats.labels}")
+        return self
+
+    @property
+    def classes(self) -> int:
+        """The classes an image model tells apart (1: a binary model's one probability)."""
+        feats = self.image_spec
+        if feats is None:
+            return 1
+        label = self.structured()[feats.labels].label
+        assert label is not None
+        return len(label.allowed)
+
+    @model_validator(mode="after")
     def _features_refer_to_sources(self) -> Dataset:
         feats = self.features
-        if feats is None:
+        if not isinstance(feats, Features):
             return self
         structured = self.structured()
         if feats.source not in structured:

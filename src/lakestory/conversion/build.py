@@ -19,6 +19,7 @@ from lakestory.conversion.onnx_export import (
     export_onnx,
     inference_session,
     onnx_probabilities,
+    output_classes,
     quantize_int8,
     quantize_int8_static,
     torch_probabilities,
@@ -34,6 +35,7 @@ from lakestory.conversion.report import (
     agreement,
     choose_champion,
     f1,
+    f1_average,
     render_html,
 )
 
@@ -103,10 +105,12 @@ def convert(
     int8 twice, measure the four side by side on the test split and let the gate choose
     (`report.choose_champion`).
 
-    `arrays` holds x_/y_ arrays per split (`training.train.load_arrays`): test rows measure,
-    validation rows (train rows if there are none) calibrate the static quantization. Writes
-    the three ONNX files and `conversion_report.json`/`.html` to `out_dir`; raises
-    `ParityError` if ONNX and torch disagree.
+    `model` is binary (one logit per row, labels 0/1) or multi-class (one logit per class,
+    labels the class ids as floats), as its output says. `arrays` holds x_/y_ arrays per split
+    (`training.train.load_arrays`): test rows measure, validation rows (train rows if there are
+    none) calibrate the static quantization. Writes the three ONNX files and
+    `conversion_report.json`/`.html` to `out_dir`; raises `ParityError` if ONNX and torch
+    disagree.
     """
     x_test, y_test = arrays["x_test"], arrays["y_test"]
     split = "validation" if len(arrays["x_validation"]) else "train"
@@ -114,6 +118,7 @@ def convert(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {artifact: out_dir / name for artifact, name in FILES.items()}
     export_onnx(model, x_test.shape[1], paths[ONNX_FP32])
+    classes = output_classes(paths[ONNX_FP32])
     parity = check_parity(model, paths[ONNX_FP32], x_test)
     quantize_int8(paths[ONNX_FP32], paths[INT8_DYNAMIC])
     quantize_int8_static(paths[ONNX_FP32], paths[INT8_STATIC], calibration)
@@ -160,6 +165,8 @@ def convert(
         model_name=model_name,
         source_version=source_version,
         test_rows=len(y_test),
+        classes=classes,
+        f1_average=f1_average(classes),
         calibration_split=split,
         calibration_rows=len(calibration),
         parity_max_abs_diff=parity,

@@ -18,7 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from lakestory.config import Settings
-from lakestory.conversion.onnx_export import INPUT_NAME, OUTPUT_NAME
+from lakestory.conversion.onnx_export import INPUT_NAME, OUTPUT_NAME, output_classes
 from lakestory.conversion.report import ONNX_FP32, ConversionReport
 from lakestory.training.tracking import use_store
 
@@ -77,12 +77,14 @@ def publish(
     artifact = report.gate.champion
     graph = onnx.load(report.paths[artifact])
     width = graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    # (-1, 1): P(label = 1) of a binary model; (-1, K): each of K classes' probability
+    classes = output_classes(graph)
     signature = mlflow.models.ModelSignature(
         inputs=mlflow.types.Schema(
             [mlflow.types.TensorSpec(np.dtype(np.float32), (-1, width), INPUT_NAME)]
         ),
         outputs=mlflow.types.Schema(
-            [mlflow.types.TensorSpec(np.dtype(np.float32), (-1, 1), OUTPUT_NAME)]
+            [mlflow.types.TensorSpec(np.dtype(np.float32), (-1, classes), OUTPUT_NAME)]
         ),
     )
     with mlflow.start_run(run_id=run_id):  # the ONNX model joins the run it was trained in

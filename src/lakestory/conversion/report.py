@@ -1,5 +1,12 @@
 """The conversion report: each artifact's size, speed and accuracy, the gate that picks the
-champion, and the same as one self-contained HTML page (the plot embedded as a PNG)."""
+champion, and the same as one self-contained HTML page (the plot embedded as a PNG).
+
+Probabilities come as the conversion computes them: P(label = 1) per row, shape (N,), for a
+binary model, whose prediction is 1 above `THRESHOLD`; each class's probability, (N, K), for a
+K-class model, whose prediction is the most probable class, scored against labels that are
+class ids (3.0 for class 3). F1 is the positive class's for a binary model and the unweighted
+mean of every class's (macro) for a multi-class one.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ ARTIFACTS = (TORCH_FP32, ONNX_FP32, INT8_DYNAMIC, INT8_STATIC)
 # were calibrated on data, not guessed per batch at run time).
 INT8 = (INT8_STATIC, INT8_DYNAMIC)
 THRESHOLD = 0.5
+# how F1 is averaged, named as scikit-learn's f1_score names it
+F1_BINARY, F1_MACRO = "binary", "macro"
 # a row's probability alone and within a batch may differ by float rounding, no more
 BATCH_ATOL = 1e-5
 
@@ -37,10 +46,11 @@ class Figures:
     latency_p95_ms: float
     throughput_rows_s: float  # batches of 1024 rows
     accuracy: float
-    f1: float
-    agreement: float  # share of test rows with the same 0/1 prediction as ONNX fp32
+    f1: float  # averaged as the report's `f1_average` says
+    agreement: float  # share of test rows with the same prediction (0/1, or class) as ONNX fp32
     accuracy_drop: float  # ONNX fp32's test accuracy minus this one's
-    # largest |P(row scored alone) - P(the row scored within the whole test split)|
+    # largest |P(row scored alone) - P(the row scored within the whole test split)|, over every
+    # class's probability for a multi-class model
     batch_max_abs_diff: float
 
 
@@ -57,6 +67,9 @@ class ConversionReport:
     model_name: str
     source_version: str  # the registered (torch) version converted
     test_rows: int
+    # the model's probability columns: 1 for a binary model (P(label = 1)), K for K classes
+    classes: int
+    f1_average: str  # F1_BINARY (the positive class's) or F1_MACRO (mean over the classes)
     calibration_split: str
     calibration_rows: int
     parity_max_abs_diff: float
@@ -79,12 +92,40 @@ class ConversionReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def f1_average(classes: int) -> str:
+    """How F1 is averaged for a model with `classes` probability columns (1: binary)."""
+    return F1_BINARY if classes == 1 else F1_MACRO
+
+
+def _classes(p: np.ndarray) -> np.ndarray:
+    """Each row's most probable class, from (N, K) probabilities."""
+    return np.argmax(p, axis=1)
+
+
+def _class_ids(y: np.ndarray) -> np.ndarray:
+    """Labels stored as floats (3.0) -> class ids (3)."""
+    return np.rint(y).astype(np.int64)
+
+
 def accuracy(p: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((p > THRESHOLD) == (y > THRESHOLD))) if len(y) else float("nan")
+    if not len(y):
+        return float("nan")
+    if p.ndim == 2:
+        return float(np.mean(_classes(p) == _class_ids(y)))
+    return float(np.mean((p > THRESHOLD) == (y > THRESHOLD)))
 
 
 def f1(p: np.ndarray, y: np.ndarray) -> float:
-    """F1 of the positive class (label 1); 0 when there is no positive to find or found."""
+    """Binary (1-D `p`): F1 of the positive class (label 1); 0 when there is no positive to
+    find or found. Multi-class (2-D `p`): the macro F1, the unweighted mean of each class's F1
+    over the classes among the labels or the predictions (scikit-learn's `average="macro"`); a
+    class predicted but never present, or present but never predicted, counts 0."""
+    if p.ndim == 2:
+        from sklearn.metrics import f1_score
+
+        if not len(y):
+            return float("nan")
+        return float(f1_score(_class_ids(y), _classes(p), average=F1_MACRO, zero_division=0))
     predicted, actual = p > THRESHOLD, y > THRESHOLD
     tp = float(np.sum(predicted & actual))
     wrong = float(np.sum(predicted != actual))
@@ -92,7 +133,11 @@ def f1(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def agreement(p: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.mean((p > THRESHOLD) == (reference > THRESHOLD))) if len(p) else float("nan")
+    if not len(p):
+        return float("nan")
+    if p.ndim == 2:
+        return float(np.mean(_classes(p) == _classes(reference)))
+    return float(np.mean((p > THRESHOLD) == (reference > THRESHOLD)))
 
 
 def choose_champion(
@@ -216,7 +261,7 @@ def render_html(report: ConversionReport) -> str:
         "latency p95 (ms)",
         "throughput (rows/s)",
         "accuracy",
-        "F1",
+        "F1" if report.f1_average == F1_BINARY else f"F1 ({report.f1_average})",
         "agreement with ONNX fp32",
         "accuracy drop",
         "max |alone - in batch|",
@@ -252,7 +297,14 @@ def render_html(report: ConversionReport) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
-        f"<p class='meta'>{report.test_rows} test rows; static int8 calibrated on "
+        f"<p class='meta'>{report.test_rows} test rows; "
+        + (
+            ""
+            if report.classes == 1
+            else f"{report.classes} classes, each row predicted as its most probable class, F1 "
+            f"the {_e(report.f1_average)} average over the classes; "
+        )
+        + "static int8 calibrated on "
         f"{report.calibration_rows} {_e(report.calibration_split)} rows; timings on one CPU "
         f"thread: latency over {report.latency_runs} single-row runs after a warm-up, throughput "
         f"the median of {report.throughput_runs} batches of 1024 rows.</p>"

@@ -6,7 +6,7 @@ from lakestory.config import Dataset, Settings, create_key_file
 
 
 def run_demo(settings: Settings, datasets: list[Dataset], rows: int) -> int:
-    """Customers (tabular, the whole flow) and digits (images; ingest and refine so far)."""
+    """Customers (tabular) and digits (images), each through the whole flow."""
     from lakestory import session
     from lakestory.demo.digits import generate_digits
     from lakestory.demo.generate import generate_customers

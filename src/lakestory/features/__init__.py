@@ -3,12 +3,16 @@
 from lakestory.features.build import (
     LABEL_COLUMN,
     PARAMS_VERSION_COLUMN,
+    Params,
     build_features,
     feature_frame,
+    feature_inputs,
     features_table,
+    load_params,
     params_table,
     read_params,
 )
+from lakestory.features.images import ImageParams
 from lakestory.features.split import SPLIT_COLUMN, split_bucket, with_split
 from lakestory.features.transforms import (
     FEATURES_COLUMN,
@@ -26,12 +30,16 @@ __all__ = [
     "PARAMS_VERSION_COLUMN",
     "SPLIT_COLUMN",
     "FeatureParams",
+    "ImageParams",
     "Input",
+    "Params",
     "Projection",
     "build_features",
+    "feature_inputs",
     "feature_frame",
     "features_table",
     "fit",
+    "load_params",
     "params_table",
     "prepared",
     "read_params",

@@ -9,18 +9,35 @@ version it was encoded with.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
+from lakestory.features.images import (
+    ImageParams,
+    bronze_images,
+    fit_images,
+    labelled_images,
+    silver_labels,
+)
 from lakestory.features.split import SPLIT_COLUMN, with_split
 from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
 from lakestory.io import TableRef, append, exists, local_frame, overwrite, read
 
 LABEL_COLUMN = "label"
 PARAMS_VERSION_COLUMN = "feature_params_version"
+
+Params = FeatureParams | ImageParams  # what a features build fitted
+
+
+def load_params(text: str, version: int | None = None) -> Params:
+    """Fitted parameters from their JSON: image ones say so (`"kind": "image"`)."""
+    if json.loads(text).get("kind") == ImageParams.kind:
+        return ImageParams.from_json(text, version)
+    return FeatureParams.from_json(text, version)
 
 
 def features_table(dataset: Dataset) -> TableRef:
@@ -33,6 +50,14 @@ def params_table(dataset: Dataset) -> TableRef:
 
 def silver_ref(dataset: Dataset, source_name: str) -> TableRef:
     return TableRef("silver", f"{dataset.name}_{source_name}")
+
+
+def feature_inputs(dataset: Dataset) -> list[TableRef]:
+    """The tables a features build reads: the silver tables of the structured sources, or
+    for images bronze's images and silver's labels."""
+    if dataset.image_spec is not None:
+        return [bronze_images(dataset), silver_labels(dataset)]
+    return [silver_ref(dataset, name) for name in dataset.structured()]
 
 
 def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
@@ -58,18 +83,14 @@ def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     return frame
 
 
-def params_frame(spark: SparkSession, params: FeatureParams, train_rows: int) -> DataFrame:
+def params_frame(spark: SparkSession, params: Params, train_rows: int) -> DataFrame:
     assert params.version is not None
     fitted_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    row = (
-        params.version,
-        fitted_at,
-        train_rows,
-        len(params.inputs),
-        params.width,
-        params.pca.k if params.pca else None,
-        params.to_json(),
-    )
+    if isinstance(params, ImageParams):
+        shape: tuple[int, int, int | None] = (params.inputs, params.classes, None)
+    else:
+        shape = (len(params.inputs), params.width, params.pca.k if params.pca else None)
+    row = (params.version, fitted_at, train_rows, *shape, params.to_json())
     return local_frame(
         spark,
         [row],
@@ -78,12 +99,12 @@ def params_frame(spark: SparkSession, params: FeatureParams, train_rows: int) ->
     )
 
 
-def read_params(spark: SparkSession, dataset: Dataset, version: int) -> FeatureParams:
+def read_params(spark: SparkSession, dataset: Dataset, version: int) -> Params:
     """The fitted parameters stored under `version`."""
     rows = read(spark, params_table(dataset)).where(F.col("version") == version).collect()
     if not rows:
         raise LookupError(f"{params_table(dataset)} has no parameters of version {version}")
-    return FeatureParams.from_json(rows[0]["params"], version)
+    return load_params(rows[0]["params"], version)
 
 
 def _next_version(spark: SparkSession, dataset: Dataset) -> int:
@@ -93,11 +114,11 @@ def _next_version(spark: SparkSession, dataset: Dataset) -> int:
     return 1 if last is None or last[0] is None else int(last[0]) + 1
 
 
-def build_features(
-    spark: SparkSession, settings: Settings, dataset: Dataset
-) -> tuple[int, FeatureParams]:
+def build_features(spark: SparkSession, settings: Settings, dataset: Dataset) -> tuple[int, Params]:
     """Write gold.<dataset>_features, append the fitted params; return the features table's
     Delta version and the params (with their version)."""
+    if dataset.image_spec is not None:
+        return build_image_features(spark, settings, dataset)
     feats = dataset.feature_spec
     frame = (
         feature_frame(spark, dataset)
@@ -117,3 +138,29 @@ def build_features(
     append(params_frame(spark, params, train.count()), settings, params_table(dataset))
     features_version = overwrite(gold, settings, features_table(dataset))
     return features_version, params
+
+
+def build_image_features(
+    spark: SparkSession, settings: Settings, dataset: Dataset
+) -> tuple[int, ImageParams]:
+    """The image dataset's features (`lakestory.features.images`): one row per distinct
+    labelled content, split by its sha256 (stratified by label if configured), the pixel
+    statistics fitted on train."""
+    feats = dataset.image_spec
+    assert feats is not None
+    frame = (
+        labelled_images(spark, dataset)
+        .transform(with_split(feats.key, dataset.seed, feats.split, feats.label))
+        .localCheckpoint()
+    )
+    train = frame.where(F.col(SPLIT_COLUMN) == "train")
+    params = fit_images(train, feats, dataset.classes).with_version(_next_version(spark, dataset))
+    gold = frame.select(
+        feats.key,
+        SPLIT_COLUMN,
+        F.col(feats.label).cast("int").alias(LABEL_COLUMN),
+        FEATURES_COLUMN,
+        F.lit(params.version).cast("bigint").alias(PARAMS_VERSION_COLUMN),
+    )
+    append(params_frame(spark, params, train.count()), settings, params_table(dataset))
+    return overwrite(gold, settings, features_table(dataset)), params

@@ -20,8 +20,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
-from lakestory.features import FEATURES_COLUMN, FeatureParams, feature_frame, with_feature_vector
+from lakestory.features import (
+    FEATURES_COLUMN,
+    ImageParams,
+    Params,
+    feature_frame,
+    with_feature_vector,
+)
 from lakestory.features.build import silver_ref
+from lakestory.features.images import FILE_COLUMN, bronze_images, image_frame
 from lakestory.io import TableRef, exists, overwrite, read, table_version
 
 if TYPE_CHECKING:
@@ -36,7 +43,10 @@ def predictions_table(dataset: Dataset) -> TableRef:
 
 
 def scored_tables(dataset: Dataset) -> list[TableRef]:
-    """The silver tables a scoring reads: the main source and those aggregated into it."""
+    """The tables a scoring reads: the silver tables of the main source and those aggregated
+    into it, or bronze's images."""
+    if dataset.image_spec is not None:
+        return [bronze_images(dataset)]
     feats = dataset.feature_spec
     names = dict.fromkeys([feats.source, *(a.source for a in feats.aggregates)])
     return [silver_ref(dataset, name) for name in names]
@@ -74,14 +84,22 @@ def sessions_built() -> int:
     return _Worker.built
 
 
-def score_frame(df: DataFrame, key: str, model: bytes) -> DataFrame:
+def score_frame(df: DataFrame, key: str, model: bytes, classes: int = 1) -> DataFrame:
     """Add `probability` and `prediction` to each row of `df` (columns `key`, `features`).
+
+    A binary model (`classes` 1, its graph outputs P(label = 1) per row): `probability` is
+    P(label = 1), `prediction` 1 where it is above `THRESHOLD`, else 0. A model of `classes` > 1
+    classes (its graph outputs one probability per class): `prediction` is the most probable
+    class, `probability` its probability, and `probabilities` (array<float>, one per class)
+    all of them. A graph whose output has another width fails the scoring.
 
     The model is broadcast once; each Python worker builds one ONNX Runtime session for it
     (kept between tasks, keyed by the bytes' digest) and scores whole Arrow batches at once.
     The broadcast lives as long as `df`'s lineage may be computed again, so it is not
     unpersisted here.
     """
+    if classes < 1:
+        raise ValueError(f"classes must be 1 (binary) or the number of classes, not {classes}")
     digest = hashlib.sha256(model).hexdigest()
     shipped = df.sparkSession.sparkContext.broadcast(model)
 
@@ -92,17 +110,34 @@ def score_frame(df: DataFrame, key: str, model: bytes) -> DataFrame:
 
         session = worker_session(digest, shipped)
         inputs, outputs = session.get_inputs()[0].name, session.get_outputs()[0].name
+        columns: dict[str, Any]
         for batch in batches:
             if len(batch) == 0:
                 continue
             x = np.stack(batch[FEATURES_COLUMN].to_numpy()).astype(np.float32, copy=False)
             (p,) = session.run([outputs], {inputs: x})
-            p = np.asarray(p).reshape(-1)
-            yield pd.DataFrame(
-                {key: batch[key], "probability": p, "prediction": (p > THRESHOLD).astype("int32")}
-            )
+            p = np.asarray(p)
+            if p.size != len(batch) * classes:
+                raise ValueError(
+                    f"the model gave {p.shape} probabilities for {len(batch)} rows; "
+                    f"scoring with classes={classes} expects {classes} per row"
+                )
+            if classes == 1:
+                p = p.reshape(-1)
+                columns = {"probability": p, "prediction": (p > THRESHOLD).astype("int32")}
+            else:
+                p = p.reshape(len(batch), classes)
+                predicted = np.argmax(p, axis=1)
+                columns = {
+                    "probability": p[np.arange(len(p)), predicted],
+                    "prediction": predicted.astype("int32"),
+                    "probabilities": list(p),
+                }
+            yield pd.DataFrame({key: batch[key], **columns})
 
     schema = f"{key} string, probability float, prediction int"
+    if classes > 1:
+        schema += ", probabilities array<float>"
     return df.select(key, FEATURES_COLUMN).mapInPandas(_score, schema)
 
 
@@ -137,7 +172,7 @@ def score_dataset(
     model: bytes,
     model_name: str,
     model_version: str,
-    params: FeatureParams,
+    params: Params,
 ) -> Scored:
     """Score every silver row of the dataset's main source with `model` (ONNX bytes) and
     replace the predictions table with the result, unless it already holds this very scoring.
@@ -145,6 +180,10 @@ def score_dataset(
     The rows are encoded with the feature params the model was trained on (`params`): their
     categories give a categorical value its index; the model's graph does the rest. The input
     versions are read just before the scan; the pipeline is the tables' one writer.
+
+    Images: every file bronze holds that decodes to the model's size, labelled or not, is
+    scored by file name (`file_name`) with the most probable class and every class's
+    probability.
     """
     target = predictions_table(dataset)
     inputs = input_version(spark, dataset)
@@ -152,9 +191,15 @@ def score_dataset(
         version = table_version(spark, target)
         assert version is not None
         return Scored(version, False, inputs)
-    key = dataset.feature_spec.key
-    rows = feature_frame(spark, dataset).transform(with_feature_vector(params))
-    scored = score_frame(rows, key, model).select(
+    if isinstance(params, ImageParams):
+        key = FILE_COLUMN
+        rows = image_frame(spark, dataset).where(F.col(FEATURES_COLUMN).isNotNull())
+        scored = score_frame(rows, key, model, classes=params.classes)
+    else:
+        key = dataset.feature_spec.key
+        rows = feature_frame(spark, dataset).transform(with_feature_vector(params))
+        scored = score_frame(rows, key, model)
+    scored = scored.select(
         "*",
         F.lit(model_name).alias(MODEL_NAME),
         F.lit(model_version).alias(MODEL_VERSION),

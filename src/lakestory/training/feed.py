@@ -1,12 +1,15 @@
 """The train job's data feed: the gold features at one pinned Delta version, materialised as
-Parquet in a folder of the run's own, one shard of the train split per rank; each rank reads
-its own shard with pyarrow, and rank 0 the validation and test splits.
+Parquet in a folder of the run's own, the train split cut into a fixed number of shards; each
+rank reads its own shards with pyarrow, and rank 0 the validation and test splits.
 
-Layout: `<feed>/split=<split>/shard=<rank>/part-*.parquet`, columns key, label, features
-(validation and test are shard 0). A train row's shard is a hash of its key and the seed, so
-shards differ in size by chance; every rank takes the same number of steps an epoch (the
-smallest shard's batches), each epoch from a fresh permutation of its shard, so no rank waits
-on another's gradient and no row is always left out.
+Layout: `<feed>/split=<split>/shard=<shard>/part-*.parquet`, columns key, label, features
+(validation and test are shard 0). A train row's shard is a hash of its key and the seed, one
+of `shards` (`model.feed_shards`), a number that does not depend on how many processes train:
+rank r of w takes the shards s with s % w == r. Every step of an epoch takes the same slice of
+the global batch from each shard (`Feed.slices`), in an order that is a function of the seed,
+the epoch and the shard alone, so one process and two see the very same global batches. Shards
+differ in size by chance; an epoch has as many steps as the shortest shard fills (no row is
+always left out: each epoch draws a fresh permutation of every shard).
 """
 
 from __future__ import annotations
@@ -27,19 +30,31 @@ class Feed:
     path: Path
     version: int  # of the features table
     rows: dict[str, int]  # per split
-    shards: list[int]  # train rows per rank
+    shards: list[int]  # train rows per shard
 
-    def steps_per_epoch(self, rank_batch: int) -> int:
-        return max(1, min(self.shards) // rank_batch)
+    def slices(self, global_batch: int) -> list[int]:
+        """Rows each shard gives to every global batch: the batch shared out as evenly as it
+        goes, the first shards taking one more when it does not divide."""
+        base, extra = divmod(global_batch, len(self.shards))
+        return [base + (s < extra) for s in range(len(self.shards))]
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        per_shard = zip(self.shards, self.slices(global_batch), strict=True)
+        return max(1, min(n // size for n, size in per_shard if size))
+
+    def owned(self, rank: int, world: int) -> list[int]:
+        """The shards rank `rank` of `world` trains on."""
+        return [s for s in range(len(self.shards)) if s % world == rank]
 
 
 def materialise(
-    spark: SparkSession, table: str, key: str, seed: int, world: int, where: Path, version: int
+    spark: SparkSession, table: str, key: str, seed: int, shards: int, where: Path, version: int
 ) -> Feed:
-    """Write `table` (key, split, label, features) at Delta `version` under `where`."""
+    """Write `table` (key, split, label, features) at Delta `version` under `where`, the train
+    split in `shards` shards."""
     pinned = spark.sql(f"SELECT * FROM {table} VERSION AS OF {int(version)}")
     shard = F.when(
-        F.col("split") == "train", F.pmod(F.xxhash64(F.col(key), F.lit(seed)), F.lit(world))
+        F.col("split") == "train", F.pmod(F.xxhash64(F.col(key), F.lit(seed)), F.lit(shards))
     ).otherwise(F.lit(0))
     rows = pinned.select(
         F.col(key).cast("string").alias("key"), "split", "label", "features", shard.alias("shard")
@@ -50,7 +65,9 @@ def materialise(
         for r in rows.groupBy("split", "shard").count().collect()
     }
     per_split = {s: sum(n for (split, _), n in counts.items() if split == s) for s in SPLITS}
-    return Feed(where, int(version), per_split, [counts.get(("train", r), 0) for r in range(world)])
+    return Feed(
+        where, int(version), per_split, [counts.get(("train", s), 0) for s in range(shards)]
+    )
 
 
 def read_split(

@@ -84,7 +84,7 @@ def horovod_context() -> tuple[int, int]:
 
 
 def wrap_optimizer(
-    optimizer: torch.optim.Optimizer, model: torch.nn.Module
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, backward_passes: int = 1
 ) -> torch.optim.Optimizer:
     """Start every process from rank 0's model and optimizer; average gradients from then on.
 
@@ -99,13 +99,19 @@ def wrap_optimizer(
     Args:
         optimizer: A plain torch optimizer over `model`'s parameters.
         model: The model being trained, the same in every process except for its weights.
+        backward_passes: Backward passes (micro-batches) a step accumulates before its
+            gradients are averaged over the processes.
     """
     import horovod.torch as hvd
 
     # DistributedOptimizer builds a new optimizer from the param groups, without the state
     # (e.g. one resumed from a checkpoint), so carry the state over, then broadcast it: the
     # broadcast has to reach the optimizer that is used.
-    distributed = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+    distributed = hvd.DistributedOptimizer(
+        optimizer,
+        named_parameters=model.named_parameters(),
+        backward_passes_per_step=backward_passes,
+    )
     distributed.load_state_dict(optimizer.state_dict())
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     hvd.broadcast_optimizer_state(distributed, root_rank=0)

@@ -82,15 +82,28 @@ class Stopper:
         return self.rule is not None and self.since >= int(self.rule["patience"])
 
 
+def step_seed(seed: int, epoch: int, step: int, shard: int) -> int:
+    """The seed of one shard's slice of one step: its dropout masks and augmentation are a
+    function of these alone, whichever process computes them."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch, step, shard]).generate_state(1)[0])
+
+
 def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train the model with DistributedDataParallel on this process's shard of the train split.
+    """Train the model with DistributedDataParallel on this process's shards of the train split.
 
     `spec` holds the hyperparameters, the fitted feature params (JSON), the data feed's folder
-    (`lakestory.training.feed`) and the steps an epoch. `batch_size` is the global batch,
-    shared out over the processes. Rank 0 evaluates on validation after each epoch, decides
-    early stopping for every rank, and returns the state dict of the best epoch, the metrics
-    and the history.
+    (`lakestory.training.feed`), the rows each shard gives to a global batch (`slices`) and the
+    steps an epoch. `batch_size` is the global batch. Each step, every shard's slice is a
+    micro-batch of its own: forward with dropout (and augmentation) seeded by the seed, epoch,
+    step and shard, backward with its loss summed and divided by the global batch, gradients
+    accumulated, and averaged over the processes once, at the step's last micro-batch. So the
+    gradient of a step is the global batch's mean, computed alike in one process or several.
+    Rank 0 evaluates on validation after each epoch, decides early stopping for every rank, and
+    returns the state dict of the best epoch, the metrics and the history.
     """
+    import contextlib
     import copy
     import io
     import os
@@ -101,9 +114,8 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
-    from lakestory.features.transforms import FeatureParams
     from lakestory.training.feed import read_split
-    from lakestory.training.model import build_model
+    from lakestory.training.model import build_network
 
     # Two processes on two cores: one intra-op thread each avoids oversubscription.
     torch.set_num_threads(1)
@@ -121,36 +133,61 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
             dist.init_process_group("gloo")
         rank = dist.get_rank() if distributed else 0
         world = dist.get_world_size() if distributed else 1
-    if int(spec["batch_size"]) % world:
-        raise ValueError(f"batch_size {spec['batch_size']} is not a multiple of {world} processes")
+    slices = [int(n) for n in spec["slices"]]
+    if len(slices) % world:
+        raise ValueError(f"{len(slices)} feed shards do not divide among {world} processes")
+    mine = [s for s in range(len(slices)) if s % world == rank and slices[s]]
+    if not mine:
+        raise ValueError(f"rank {rank} has no rows in a global batch of {spec['batch_size']}")
 
-    # this rank's shard of the train split; validation and test for rank 0, which evaluates
+    # this rank's shards of the train split; validation and test for rank 0, which evaluates
     feed = spec["feed"]
-    x_train, y_train = read_split(feed, "train", rank)
-    tensors = {"x_train": torch.from_numpy(x_train), "y_train": torch.from_numpy(y_train)}
+    shards = {}
+    for s in mine:
+        x, y = read_split(feed, "train", s)
+        shards[s] = (torch.from_numpy(x), torch.from_numpy(y))
+    tensors = {}
     if rank == 0:
-        for split in ("validation", "test"):
+        for split in ("train", "validation", "test"):
             x, y = read_split(feed, split)
             tensors[f"x_{split}"], tensors[f"y_{split}"] = torch.from_numpy(x), torch.from_numpy(y)
-    rank_batch = int(spec["batch_size"]) // world
     steps = int(spec["steps_per_epoch"])
+    scale = world / int(spec["batch_size"])  # a summed loss -> this rank's share of the mean
 
-    # the same initial weights on every rank (DDP also broadcasts rank 0's), then dropout
-    # masks of each rank's own
-    model = build_model(
-        FeatureParams.from_json(spec["params"]), spec["hidden"], float(spec["dropout"])
-    )
-    torch.manual_seed(seed + 1 + rank)
+    # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_network(spec)
+    classes = int(spec.get("classes") or 1)
+    augmentation = spec.get("augmentation")
     if horovod:
-        # Horovod averages the gradients in the optimizer's step; DDP in the backward pass
+        # Horovod averages the gradients in the optimizer's step, after a backward pass per
+        # micro-batch; DDP in the backward pass of the last one
         ddp: nn.Module = model
-        optimizer = wrap_optimizer(make_optimizer(spec, model.parameters()), model)
+        optimizer = wrap_optimizer(
+            make_optimizer(spec, model.parameters()), model, backward_passes=len(mine)
+        )
+        parallel = None
     else:
-        ddp = DistributedDataParallel(model) if distributed else model
+        parallel = DistributedDataParallel(model) if distributed else None
+        ddp = parallel or model
         optimizer = make_optimizer(spec, ddp.parameters())
     schedule = make_schedule(spec, optimizer)
-    loss_fn = nn.BCEWithLogitsLoss()
     stopper = Stopper(spec.get("early_stopping"))
+    if classes > 1:
+        criterion: nn.Module = nn.CrossEntropyLoss(reduction="none")
+
+        def losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return criterion(logits, y.long())
+
+        def hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return (logits.argmax(1) == y.long()).float()
+    else:
+        criterion = nn.BCEWithLogitsLoss(reduction="none")
+
+        def losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return criterion(logits.squeeze(1), y)
+
+        def hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return ((logits.squeeze(1) > 0).float() == y).float()
 
     def evaluate(split: str) -> tuple[float, float]:
         x, y = tensors[f"x_{split}"], tensors[f"y_{split}"]
@@ -158,29 +195,48 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
             return float("nan"), float("nan")
         model.eval()
         with torch.no_grad():
-            logits = model(x).squeeze(1)
+            logits = model(x)
         model.train()
-        loss = float(loss_fn(logits, y))
-        accuracy = float(((logits > 0).float() == y).float().mean())
-        return loss, accuracy
+        return float(losses(logits, y).mean()), float(hits(logits, y).mean())
+
+    def augmented(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not augmentation:
+            return x
+        from lakestory.training.vision import augment
+
+        return augment(
+            x,
+            int(augmentation["height"]),
+            int(augmentation["width"]),
+            generator,
+            float(augmentation["max_degrees"]),
+            float(augmentation["max_shift"]),
+        )
 
     history = []
     best_state, best_epoch = None, -1
     for epoch in range(int(spec["epochs"])):
-        # the data order: a function of the seed, the epoch and the rank alone
-        order = torch.from_numpy(
-            np.random.default_rng([seed, epoch, rank]).permutation(len(y_train))
-        )
+        # the data order: a function of the seed, the epoch and the shard alone
+        orders = {
+            s: torch.from_numpy(np.random.default_rng([seed, epoch, s]).permutation(len(y)))
+            for s, (_, y) in shards.items()
+        }
         total, count = 0.0, 0
         for step in range(steps):
-            rows = order[step * rank_batch : (step + 1) * rank_batch]
-            xb, yb = tensors["x_train"][rows], tensors["y_train"][rows]
             optimizer.zero_grad()
-            loss = loss_fn(ddp(xb).squeeze(1), yb)
-            loss.backward()
+            for i, s in enumerate(mine):
+                size = slices[s]
+                rows = orders[s][step * size : (step + 1) * size]
+                xb, yb = shards[s][0][rows], shards[s][1][rows]
+                torch.manual_seed(step_seed(seed, epoch, step, s))  # dropout masks
+                generator = torch.Generator().manual_seed(step_seed(seed, epoch, step, s) + 1)
+                last = i == len(mine) - 1
+                with parallel.no_sync() if parallel and not last else contextlib.nullcontext():
+                    loss = losses(ddp(augmented(xb, generator)), yb)
+                    (loss.sum() * scale).backward()
+                total += float(loss.detach().sum())
+                count += len(yb)
             optimizer.step()
-            total += loss.item() * len(yb)
-            count += len(yb)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
         stop = torch.zeros(1)
@@ -217,8 +273,7 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
             "epochs_run": float(len(history)),
         }
         for split in ("train", "validation", "test"):
-            loss, accuracy = evaluate(split)
-            metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = loss, accuracy
+            metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = evaluate(split)
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         result.update(state_dict=buffer.getvalue(), metrics=metrics, history=history)

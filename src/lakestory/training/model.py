@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,6 +63,30 @@ class Preprocess(nn.Module):
         return x
 
 
+def build_network(spec: dict[str, Any]) -> nn.Module:
+    """The network a train spec describes (its `params`, JSON, and settings), newly
+    initialised from torch's generator: the MLP for tabular features, the small CNN for
+    images."""
+    from lakestory.features import ImageParams, load_params
+
+    params = load_params(spec["params"])
+    if isinstance(params, ImageParams):
+        from lakestory.training.vision import SmallCNN
+
+        channels = spec.get("channels") or (16, 32)
+        return SmallCNN(
+            params.height,
+            params.width,
+            params.classes,
+            params.mean,
+            params.std,
+            channels=(int(channels[0]), int(channels[1])),
+            hidden=tuple(int(h) for h in spec["hidden"]),
+            dropout=float(spec["dropout"]),
+        )
+    return build_model(params, spec["hidden"], float(spec["dropout"]))
+
+
 def build_model(params: FeatureParams, hidden: Sequence[int], dropout: float) -> nn.Sequential:
     """Preprocess -> [Linear -> ReLU -> Dropout]* -> Linear; outputs one logit per row."""
     layers: list[nn.Module] = [Preprocess(params)]
@@ -74,11 +99,20 @@ def build_model(params: FeatureParams, hidden: Sequence[int], dropout: float) ->
 
 
 class WithProbability(nn.Module):
-    """Wrap a logit model so that it outputs P(label = 1), the form that is served."""
+    """Wrap a logit model so that it outputs probabilities, the form that is served.
+
+    One logit column (a binary model): P(label = 1), by sigmoid, shape (N, 1). K > 1 columns
+    (one per class): each class's probability, by softmax over the classes, shape (N, K). The
+    number of columns is part of the model, not of the batch, so `torch.export` traces one
+    branch.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(x))
+        logits = self.model(x)
+        if logits.ndim < 2 or logits.shape[-1] == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)

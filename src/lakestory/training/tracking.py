@@ -11,7 +11,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from lakestory.config import Dataset, Settings
-from lakestory.features.transforms import FeatureParams
+from lakestory.features.build import Params
+from lakestory.features.images import ImageParams
 
 
 def use_store(settings: Settings) -> MlflowClient:
@@ -50,11 +51,25 @@ def code_version(start: Path | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def log_feature_params(params: FeatureParams) -> None:
+def log_feature_params(params: Params) -> None:
     """Log the fitted transforms to the active run: their version and widths as params, the
-    JSON as an artifact and, with PCA, the chosen k and the explained-variance curve."""
+    JSON as an artifact and, with PCA, the chosen k and the explained-variance curve. Image
+    params: the size, the pixel mean and standard deviation and the classes."""
     from matplotlib.figure import Figure
 
+    if isinstance(params, ImageParams):
+        mlflow.log_params(
+            {
+                "feature_params_version": params.version,
+                "inputs": params.inputs,
+                "image_size": f"{params.height}x{params.width}",
+                "pixel_mean": params.mean,
+                "pixel_std": params.std,
+                "classes": params.classes,
+            }
+        )
+        mlflow.log_text(params.to_json(), "feature_params.json")
+        return
     mlflow.log_params(
         {
             "feature_params_version": params.version,
@@ -84,9 +99,27 @@ def log_feature_params(params: FeatureParams) -> None:
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, prefix: str = "") -> dict[str, float]:
     """Accuracy, F1, ROC AUC and the confusion counts of P(label = 1) `p` against labels `y`
-    at threshold 0.5. ROC AUC is NaN when `y` holds one class only."""
+    at threshold 0.5. ROC AUC is NaN when `y` holds one class only.
+
+    With one probability per class (`p` of shape (N, K)): accuracy of the most probable
+    class, F1 and ROC AUC (one class against the rest) averaged over the classes (macro); the
+    confusion matrix is logged as an image only (`log_confusion_matrix`)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
+    if p.ndim == 2:
+        classes = np.arange(p.shape[1])
+        truth, predicted = y.astype(int), p.argmax(1)
+        present = len(set(truth.tolist())) == len(classes)
+        metrics = {
+            "accuracy": float(accuracy_score(truth, predicted)),
+            "f1": float(f1_score(truth, predicted, labels=classes, average="macro")),
+            "roc_auc": (
+                float(roc_auc_score(truth, p, multi_class="ovr", labels=classes))
+                if present
+                else float("nan")
+            ),
+        }
+        return {f"{prefix}{k}": v for k, v in metrics.items()}
     truth, predicted = (y > 0.5).astype(int), (p > 0.5).astype(int)
     tn, fp, fn, tp = confusion_matrix(truth, predicted, labels=[0, 1]).ravel()
     auc = float(roc_auc_score(truth, p)) if len(set(truth.tolist())) == 2 else float("nan")
@@ -103,19 +136,26 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, prefix: str = "") -> di
 
 
 def log_confusion_matrix(y: np.ndarray, p: np.ndarray, name: str = "confusion_matrix.png") -> None:
-    """The test split's confusion matrix at threshold 0.5, as an image of the active run."""
+    """The test split's confusion matrix (threshold 0.5, or the most probable of K classes),
+    as an image of the active run."""
     from matplotlib.figure import Figure
     from sklearn.metrics import confusion_matrix
 
-    counts = confusion_matrix((y > 0.5).astype(int), (p > 0.5).astype(int), labels=[0, 1])
-    fig = Figure(figsize=(3.6, 3.2), dpi=96)
+    if p.ndim == 2:
+        labels = list(range(p.shape[1]))
+        counts = confusion_matrix(y.astype(int), p.argmax(1), labels=labels)
+    else:
+        labels = [0, 1]
+        counts = confusion_matrix((y > 0.5).astype(int), (p > 0.5).astype(int), labels=labels)
+    side = 3.2 + 0.25 * len(labels)
+    fig = Figure(figsize=(side + 0.4, side), dpi=96)
     ax = fig.add_subplot()
     ax.imshow(counts, cmap="Blues")
     for (row, col), n in np.ndenumerate(counts):
         dark = n > counts.max() / 2
         ax.text(col, row, str(n), ha="center", va="center", color="white" if dark else "black")
-    ax.set_xticks([0, 1], labels=["0", "1"])
-    ax.set_yticks([0, 1], labels=["0", "1"])
+    ax.set_xticks(labels, labels=[str(c) for c in labels])
+    ax.set_yticks(labels, labels=[str(c) for c in labels])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"test split, {len(y)} rows", fontsize=9)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,8 @@ from lakestory.features import (
     LABEL_COLUMN,
     PARAMS_VERSION_COLUMN,
     SPLIT_COLUMN,
-    FeatureParams,
+    ImageParams,
+    Params,
     features_table,
     read_params,
 )
@@ -67,10 +70,10 @@ def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
     pdf: pd.DataFrame = (
         read(spark, features_table(dataset))
         .select(SPLIT_COLUMN, LABEL_COLUMN, FEATURES_COLUMN)
-        .orderBy(F.col(dataset.feature_spec.key))
+        .orderBy(F.col(dataset.features_key))
         .toPandas()
     )
-    width = len(dataset.feature_spec.names)
+    width = input_width(dataset)
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         part = pdf[pdf[SPLIT_COLUMN] == split]
@@ -81,7 +84,13 @@ def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
     return arrays
 
 
-def features_params(spark: SparkSession, dataset: Dataset) -> FeatureParams:
+def input_width(dataset: Dataset) -> int:
+    """The length of the dataset's raw input vectors (features, or an image's pixels)."""
+    image = dataset.image_spec
+    return image.height * image.width if image else len(dataset.feature_spec.names)
+
+
+def features_params(spark: SparkSession, dataset: Dataset) -> Params:
     """The fitted transforms the features table was encoded with."""
     versions = [
         r[0]
@@ -113,20 +122,12 @@ class Fit:
     y_train: np.ndarray
 
 
-def fit(
-    spark: SparkSession,
-    settings: Settings,
-    dataset: Dataset,
-    params: FeatureParams,
-    model: ModelSpec | None = None,
-) -> Fit:
-    """Train on the features table at its current Delta version with the configured backend.
-
-    The table is pinned and materialised as the run's data feed, which is removed afterwards.
-    `model` overrides the dataset's model settings (a tuning trial, a backend comparison).
-    Nothing is logged or registered.
-    """
-    cfg = model or dataset.model_spec
+@contextmanager
+def pinned_feed(
+    spark: SparkSession, settings: Settings, dataset: Dataset, shards: int
+) -> Iterator[Feed]:
+    """The features table at its current Delta version, materialised as a data feed of
+    `shards` train shards in a folder of its own under `<root>/_feeds`, removed on exit."""
     version = table_version(spark, features_table(dataset))
     assert version is not None
     feed_root = settings.root / "_feeds"
@@ -135,26 +136,53 @@ def fit(
         feed = materialise(
             spark,
             features_table(dataset).qualified,
-            dataset.feature_spec.key,
+            dataset.features_key,
             dataset.seed,
-            cfg.num_processes,
+            shards,
             Path(tmp) / "feed",
             version,
         )
         counts = feed.rows
         if min(counts["train"], counts["test"]) == 0:
             raise ValueError(f"train and test splits must not be empty (rows per split: {counts})")
-        steps = feed.steps_per_epoch(cfg.batch_size // cfg.num_processes)
-        spec = {
-            **cfg.model_dump(exclude={"registered_name", "num_processes", "backend"}),
-            "seed": dataset.seed,
-            "params": params.to_json(),
-            "feed": str(feed.path),
-            "steps_per_epoch": steps,
-        }
-        result = run_backend(spark, cfg.backend, train_ddp, spec, cfg.num_processes)
-        x_test, y_test = read_split(feed.path, "test")
-        y_train = read_split(feed.path, "train")[1]
+        yield feed
+
+
+def fit(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    params: Params,
+    model: ModelSpec | None = None,
+    feed: Feed | None = None,
+) -> Fit:
+    """Train on the features table at its current Delta version with the configured backend.
+
+    The table is pinned and materialised as the run's data feed, which is removed afterwards,
+    unless `feed` gives one already (a tuning study's trials share theirs). `model` overrides
+    the dataset's model settings (a tuning trial, a backend comparison). Nothing is logged or
+    registered.
+    """
+    cfg = model or dataset.model_spec
+    if feed is None:
+        with pinned_feed(spark, settings, dataset, cfg.feed_shards) as own:
+            return fit(spark, settings, dataset, params, cfg, own)
+    if len(feed.shards) != cfg.feed_shards:
+        raise ValueError(f"the feed has {len(feed.shards)} shards, the model {cfg.feed_shards}")
+    steps = feed.steps_per_epoch(cfg.batch_size)
+    spec = {
+        **cfg.model_dump(exclude={"registered_name", "num_processes", "backend"}),
+        "seed": dataset.seed,
+        "params": params.to_json(),
+        "feed": str(feed.path),
+        "slices": feed.slices(cfg.batch_size),
+        "steps_per_epoch": steps,
+        "classes": dataset.classes,
+        "augmentation": augmentation(dataset, cfg),
+    }
+    result = run_backend(spark, cfg.backend, train_ddp, spec, cfg.num_processes)
+    x_test, y_test = read_split(feed.path, "test")
+    y_train = read_split(feed.path, "train")[1]
     return Fit(
         state_dict=result["state_dict"],
         metrics=dict(result["metrics"]),
@@ -177,6 +205,7 @@ def train_model(
     model: ModelSpec | None = None,
     tags: dict[str, str] | None = None,
     nested: bool = False,
+    feed: Feed | None = None,
 ) -> TrainResult:
     """Train with the configured backend; log params, per-epoch and test metrics, plots, the
     feature params and the model to MLflow; register a model version with alias `candidate`.
@@ -186,9 +215,13 @@ def train_model(
     """
     cfg = model or dataset.model_spec
     params = features_params(spark, dataset)
-    run = fit(spark, settings, dataset, params, cfg)
+    run = fit(spark, settings, dataset, params, cfg, feed)
     network = trained_model(params, cfg, run.state_dict)
     probabilities = predict(network, run.x_test)
+    if isinstance(params, ImageParams):
+        example = run.x_test[:4]  # a few test images
+    else:  # every input missing: the fitted fills (NaN would not survive the JSON)
+        example = np.tile(np.array([i.fill for i in params.inputs], np.float32), (4, 1))
     metrics = {
         **run.metrics,
         **classification_metrics(run.y_test, probabilities, prefix="test_"),
@@ -209,7 +242,7 @@ def train_model(
                 **(tags or {}),
             }
         )
-        info = log_torch_model(network, params, cfg.registered_name)
+        info = log_torch_model(network, example, cfg.registered_name)
     version = str(info.registered_model_version)
     for key, value in {
         "lakestory.feature_params_version": str(params.version or 0),
@@ -223,24 +256,43 @@ def train_model(
     )
 
 
-def trained_model(params: FeatureParams, cfg: ModelSpec, state_dict: bytes) -> torch.nn.Module:
+def augmentation(dataset: Dataset, cfg: ModelSpec) -> dict[str, float] | None:
+    """The train function's augmentation settings: the configured strengths and the image
+    size; None for tabular data or none configured."""
+    image = dataset.image_spec
+    if image is None or cfg.augmentation is None:
+        return None
+    return {**cfg.augmentation.model_dump(), "height": image.height, "width": image.width}
+
+
+def trained_model(params: Params, cfg: ModelSpec, state_dict: bytes) -> torch.nn.Module:
     """The network a run trained, in inference mode."""
     import torch
 
-    from lakestory.training.model import build_model
+    from lakestory.training.model import build_network
 
-    network = build_model(params, cfg.hidden, cfg.dropout)
+    network = build_network(
+        {
+            "params": params.to_json(),
+            "hidden": cfg.hidden,
+            "dropout": cfg.dropout,
+            "channels": cfg.channels,
+        }
+    )
     network.load_state_dict(torch.load(io.BytesIO(state_dict), weights_only=True))
     network.eval()
     return network
 
 
 def predict(network: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    """P(label = 1) for each row of `x`."""
+    """P(label = 1) for each row of `x` (N,), or each class's probability (N, K)."""
     import torch
 
+    from lakestory.training.model import WithProbability
+
     with torch.no_grad():
-        return torch.sigmoid(network(torch.from_numpy(x)).reshape(-1)).numpy()
+        p = WithProbability(network)(torch.from_numpy(x)).numpy()
+    return p.reshape(-1) if p.shape[1] == 1 else p
 
 
 def log_fit(dataset: Dataset, cfg: ModelSpec, run: Fit, metrics: dict[str, float]) -> None:
@@ -252,11 +304,15 @@ def log_fit(dataset: Dataset, cfg: ModelSpec, run: Fit, metrics: dict[str, float
                 cfg.early_stopping.model_dump() if cfg.early_stopping else None
             ),
             "seed": dataset.seed,
-            "features": ",".join(dataset.feature_spec.names),
+            "features": (
+                f"{dataset.image_spec.height}x{dataset.image_spec.width} pixels"
+                if dataset.image_spec
+                else ",".join(dataset.feature_spec.names)
+            ),
             "world_size": run.world_size,
             **{f"rows_{k}": v for k, v in run.feed.rows.items()},
             "features_version": run.feed.version,  # the pinned Delta version trained on
-            "rows_train_per_rank": ",".join(map(str, run.feed.shards)),
+            "rows_train_per_shard": ",".join(map(str, run.feed.shards)),
             "steps_per_epoch": run.steps_per_epoch,
         }
     )
@@ -268,15 +324,14 @@ def log_fit(dataset: Dataset, cfg: ModelSpec, run: Fit, metrics: dict[str, float
 
 
 def log_torch_model(
-    network: torch.nn.Module, params: FeatureParams, registered_name: str
+    network: torch.nn.Module, example: np.ndarray, registered_name: str
 ) -> ModelInfo:
-    """Log the network (raw feature vectors in, logits out) with its signature and an input
-    example, and register it as a new version of `registered_name`."""
+    """Log the network (raw feature vectors in, logits out) with its signature and `example`
+    rows as input example, and register it as a new version of `registered_name`."""
     import torch
 
     # pt2 serialisation traces the model; an example of one row would fix the batch size at
     # 1, so give several. The signature says: any number of rows of `width` floats.
-    example = np.tile(np.array([i.fill for i in params.inputs], np.float32), (4, 1))
     with torch.no_grad():
         logits = network(torch.from_numpy(example)).numpy()
     signature = ModelSignature(
@@ -295,6 +350,8 @@ def log_torch_model(
 
 
 def majority_accuracy(y_train: np.ndarray, y_test: np.ndarray) -> float:
-    """Test accuracy of always predicting the train split's majority class: the bar to beat."""
-    majority = 1.0 if float(np.mean(y_train)) >= 0.5 else 0.0
+    """Test accuracy of always predicting the train split's most frequent class (ties: the
+    larger label): the bar to beat."""
+    labels, counts = np.unique(y_train, return_counts=True)
+    majority = labels[len(counts) - 1 - int(np.argmax(counts[::-1]))]
     return float(np.mean(y_test == majority))

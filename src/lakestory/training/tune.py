@@ -15,7 +15,13 @@ from lakestory.config import Dataset, Settings
 from lakestory.config.models import Model as ModelSpec
 from lakestory.config.models import SearchSpace
 from lakestory.training.tracking import experiment_id, use_store
-from lakestory.training.train import TrainResult, features_params, fit, train_model
+from lakestory.training.train import (
+    TrainResult,
+    features_params,
+    fit,
+    pinned_feed,
+    train_model,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -112,7 +118,7 @@ def tune(
         cfg = trial_settings(base, values)
         with mlflow.start_run(run_name=f"trial-{trial.number:03d}", nested=True):
             mlflow.log_params({**values, "trial": trial.number})
-            run = fit(spark, settings, dataset, params, cfg)
+            run = fit(spark, settings, dataset, params, cfg, feed)
             mlflow.log_metrics(run.metrics)
             for point in run.history:
                 mlflow.log_metric("epoch_val_loss", point["val_loss"], step=int(point["epoch"]))
@@ -120,7 +126,11 @@ def tune(
         log.info("tune trial %d: %s %.4f with %s", trial.number, metric, value, values)
         return value
 
-    with mlflow.start_run(run_name=f"{dataset.name}-tune") as parent:
+    # one data feed for every trial and the retraining: the same pinned rows, written once
+    with (
+        pinned_feed(spark, settings, dataset, base.feed_shards) as feed,
+        mlflow.start_run(run_name=f"{dataset.name}-tune") as parent,
+    ):
         mlflow.log_params(
             {
                 "trials": spec.trials,
@@ -152,6 +162,7 @@ def tune(
             model=trial_settings(base, best_settings),
             tags={"lakestory.tuned_by": parent.info.run_id, "lakestory.trial": str(best.number)},
             nested=True,
+            feed=feed,
         )
     return TuneResult(
         parent.info.run_id, len(study.trials), best.number, float(best.value), best_settings, model

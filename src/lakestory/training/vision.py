@@ -9,6 +9,7 @@ and carries the normalisation inside.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -36,10 +37,9 @@ class ImageNormalise(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 convolutions, a 2x2 max pool and two dense layers: enough for 8x8 digits.
-
-    Outputs one logit per class. The input is a flat row of raw pixels (see `ImageNormalise`).
-    """
+    """Two 3x3 convolutions, a 2x2 max pool, dense layers of `hidden` units and one logit per
+    class: enough for 8x8 digits. The input is a flat row of raw pixels (see
+    `ImageNormalise`)."""
 
     def __init__(
         self,
@@ -49,7 +49,7 @@ class SmallCNN(nn.Module):
         mean: float,
         std: float,
         channels: tuple[int, int] = (16, 32),
-        hidden: int = 64,
+        hidden: Sequence[int] = (64,),
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
@@ -64,13 +64,12 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(second * (height // 2) * (width // 2), hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, classes),
-        )
+        layers: list[nn.Module] = [nn.Flatten()]
+        size = second * (height // 2) * (width // 2)
+        for units in hidden:
+            layers += [nn.Linear(size, units), nn.ReLU(), nn.Dropout(dropout)]
+            size = units
+        self.head = nn.Sequential(*layers, nn.Linear(size, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalise(x)))
