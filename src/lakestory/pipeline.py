@@ -223,7 +223,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
 
 def _lineage(ctx: Context, inputs: dict[str, Any]) -> dict[str, Any]:
     lineage = {k: v for k, v in inputs.items() if k != "config"}
-    lineage.update(_versions(ctx, [silver_table(ctx.dataset, s) for s in ctx.dataset.structured()]))
+    lineage.update(_versions(ctx, feature_inputs(ctx.dataset)))  # what the features were built of
     return lineage
 
 

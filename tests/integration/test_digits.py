@@ -25,6 +25,7 @@ from lakestory.features import features_table, read_params
 from lakestory.features.images import ImageParams
 from lakestory.io import LAYERS
 from lakestory.pipeline import Context, Outcome, run_stages
+from lakestory.training.tracking import use_store
 
 from ..conftest import CONF
 
@@ -124,11 +125,19 @@ def test_pixel_statistics_are_the_train_splits(
     assert params.std == pytest.approx(pixels.std(), rel=1e-9)
 
 
-def test_the_cnn_learns_the_digits(outcomes: dict[str, Outcome]) -> None:
+def test_the_cnn_learns_the_digits(settings: Settings, outcomes: dict[str, Outcome]) -> None:
     assert outcomes["train"].ran, outcomes["train"].message
     m = outcomes["train"].outputs["metrics"]
     assert m["test_accuracy"] > 0.9 and m["test_f1"] > 0.9, m
     assert m["majority_accuracy"] < 0.2
+    run = use_store(settings).get_run(outcomes["train"].outputs["run_id"])
+    # the images' bronze table is part of the model's lineage, with the labels' silver one
+    assert f"lineage.bronze.{NAME}_images" in run.data.tags
+    assert f"lineage.silver.{NAME}_labels" in run.data.tags
+    assert run.data.params["classes"] == "10" and run.data.params["image_size"] == "8x8"
+    assert "confusion_matrix.png" in {
+        a.path for a in use_store(settings).list_artifacts(run.info.run_id)
+    }
 
 
 def test_scoring_predicts_a_digit_for_every_decoded_image(
