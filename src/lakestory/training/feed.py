@@ -1,6 +1,7 @@
 """The train job's data feed: the gold features at one pinned Delta version, materialised as
 Parquet in a folder of the run's own, the train split cut into a fixed number of shards; each
-rank reads its own shards with pyarrow, and rank 0 the validation and test splits.
+rank reads its own shards with pyarrow, and rank 0 the validation and test splits (and, for
+the final figures, the whole train split).
 
 Layout: `<feed>/split=<split>/shard=<shard>/part-*.parquet`, columns key, label, features
 (validation and test are shard 0). A train row's shard is a hash of its key and the seed, one

@@ -148,7 +148,7 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
         shards[s] = (torch.from_numpy(x), torch.from_numpy(y))
     tensors = {}
     if rank == 0:
-        for split in ("train", "validation", "test"):
+        for split in ("validation", "test"):
             x, y = read_split(feed, split)
             tensors[f"x_{split}"], tensors[f"y_{split}"] = torch.from_numpy(x), torch.from_numpy(y)
     steps = int(spec["steps_per_epoch"])
@@ -272,6 +272,9 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
             "best_epoch": float(best_epoch),
             "epochs_run": float(len(history)),
         }
+        # the whole train split, once, for its final figures (a process holds its shards only)
+        x, y = read_split(feed, "train")
+        tensors["x_train"], tensors["y_train"] = torch.from_numpy(x), torch.from_numpy(y)
         for split in ("train", "validation", "test"):
             metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = evaluate(split)
         buffer = io.BytesIO()
