@@ -128,16 +128,31 @@ def build_features(spark: SparkSession, settings: Settings, dataset: Dataset) ->
     )
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
     params = fit(train, feats).with_version(_next_version(spark, dataset))
-    gold = frame.transform(with_feature_vector(params)).select(
-        feats.key,
+    vectors = frame.transform(with_feature_vector(params))
+    return _write(spark, settings, dataset, vectors, train.count(), params), params
+
+
+def _write(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    frame: DataFrame,
+    train_rows: int,
+    params: Params,
+) -> int:
+    """Append `params` to the params table and replace the features table with `frame`'s
+    key, split, label and vector, each row naming the params version; the features table's
+    new Delta version."""
+    assert dataset.features is not None
+    gold = frame.select(
+        dataset.features.key,
         SPLIT_COLUMN,
-        F.col(feats.label).cast("int").alias(LABEL_COLUMN),
+        F.col(dataset.features.label).cast("int").alias(LABEL_COLUMN),
         FEATURES_COLUMN,
         F.lit(params.version).cast("bigint").alias(PARAMS_VERSION_COLUMN),
     )
-    append(params_frame(spark, params, train.count()), settings, params_table(dataset))
-    features_version = overwrite(gold, settings, features_table(dataset))
-    return features_version, params
+    append(params_frame(spark, params, train_rows), settings, params_table(dataset))
+    return overwrite(gold, settings, features_table(dataset))
 
 
 def build_image_features(
@@ -155,12 +170,4 @@ def build_image_features(
     )
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
     params = fit_images(train, feats, dataset.classes).with_version(_next_version(spark, dataset))
-    gold = frame.select(
-        feats.key,
-        SPLIT_COLUMN,
-        F.col(feats.label).cast("int").alias(LABEL_COLUMN),
-        FEATURES_COLUMN,
-        F.lit(params.version).cast("bigint").alias(PARAMS_VERSION_COLUMN),
-    )
-    append(params_frame(spark, params, train.count()), settings, params_table(dataset))
-    return overwrite(gold, settings, features_table(dataset)), params
+    return _write(spark, settings, dataset, frame, train.count(), params), params

@@ -17,15 +17,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset
 from lakestory.config.models import ImageFeatures
+from lakestory.features.transforms import FEATURES_COLUMN
 from lakestory.io import TableRef, read
+from lakestory.quality.labels import file_name, url_file_name
 
 FILE_COLUMN = "file_name"  # the images' file name, in features and predictions
-PIXELS = "features"
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,6 @@ def _spec(dataset: Dataset) -> ImageFeatures:
     return feats
 
 
-def _file_name(path: Column) -> Column:
-    """The last part of a path, or of a file URL as Spark writes it (decoded)."""
-    return F.url_decode(F.element_at(F.split(path, "/"), -1))
-
-
 def decode_pixels(height: int, width: int) -> Any:
     """A pandas UDF (content binary, path string) -> array<double> of grey levels, row by row;
     null for content that does not decode or is not `height` x `width`. Content kept as a
@@ -118,7 +114,7 @@ def image_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     pixels; null when the file does not decode to the configured size)."""
     feats = _spec(dataset)
     bronze = read(spark, bronze_images(dataset)).where(F.col("error").isNull())
-    latest = bronze.groupBy(_file_name(F.col("_source_file")).alias(FILE_COLUMN)).agg(
+    latest = bronze.groupBy(url_file_name(F.col("_source_file")).alias(FILE_COLUMN)).agg(
         F.max_by(F.struct("sha256", "content", "_source_file"), "_file_modification_time").alias(
             "__latest"
         )
@@ -127,7 +123,7 @@ def image_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     return latest.select(
         FILE_COLUMN,
         F.col("__latest.sha256").alias("sha256"),
-        decode(F.col("__latest.content"), F.col("__latest._source_file")).alias(PIXELS),
+        decode(F.col("__latest.content"), F.col("__latest._source_file")).alias(FEATURES_COLUMN),
     )
 
 
@@ -135,15 +131,15 @@ def labelled_images(spark: SparkSession, dataset: Dataset) -> DataFrame:
     """One row per distinct decoded content with exactly one label: sha256, label, features."""
     feats = _spec(dataset)
     labels = read(spark, silver_labels(dataset)).select(
-        _file_name(F.col(feats.file)).alias(FILE_COLUMN), F.col(feats.label).cast("int")
+        file_name(F.col(feats.file)).alias(FILE_COLUMN), F.col(feats.label).cast("int")
     )
-    images = image_frame(spark, dataset).where(F.col(PIXELS).isNotNull())
+    images = image_frame(spark, dataset).where(F.col(FEATURES_COLUMN).isNotNull())
     return (
         images.join(labels, FILE_COLUMN)
         .where(F.col(feats.label).isNotNull())
         .groupBy("sha256")
         .agg(
-            F.first(PIXELS).alias(PIXELS),
+            F.first(FEATURES_COLUMN).alias(FEATURES_COLUMN),
             F.min(feats.label).alias(feats.label),
             F.count_distinct(feats.label).alias("__labels"),
         )
@@ -154,7 +150,11 @@ def labelled_images(spark: SparkSession, dataset: Dataset) -> DataFrame:
 
 def fit_images(train: DataFrame, feats: ImageFeatures, classes: int) -> ImageParams:
     """The train split's pixel mean and standard deviation, over every pixel of every image."""
-    row = train.select(F.explode(PIXELS).alias("p")).agg(F.avg("p"), F.stddev_pop("p")).first()
+    row = (
+        train.select(F.explode(FEATURES_COLUMN).alias("p"))
+        .agg(F.avg("p"), F.stddev_pop("p"))
+        .first()
+    )
     if row is None or row[0] is None:
         raise ValueError("the train split holds no images to fit the pixel statistics on")
     mean, std = float(row[0]), float(row[1])

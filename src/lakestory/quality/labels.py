@@ -59,14 +59,14 @@ def _source_name(dataset: Dataset, source: Source) -> str:
     return next(name for name, s in dataset.sources.items() if s is source)
 
 
-def _file_name(path: Column) -> Column:
+def file_name(path: Column) -> Column:
     """The last part of a path."""
     return F.element_at(F.split(path, "/"), -1)
 
 
-def _url_file_name(url: Column) -> Column:
+def url_file_name(url: Column) -> Column:
     """The last part of a file URL as Spark writes it (`_source_file`), decoded."""
-    return F.url_decode(_file_name(url))
+    return F.url_decode(file_name(url))
 
 
 def label_conflicts(
@@ -86,12 +86,12 @@ def label_conflicts(
         content = (
             spark.read.table(binary)
             .where(F.col("sha256").isNotNull())
-            .groupBy(_url_file_name(F.col("_source_file")).alias(_FILE))
+            .groupBy(url_file_name(F.col("_source_file")).alias(_FILE))
             .agg(F.max_by("sha256", "_file_modification_time").alias(_SHA))
         )
         labelled = F.col(column).isNotNull() & F.col(column).isin(*allowed)
         batch = df.where(labelled).transform(keep_latest_per_key(source.key, order))
-        seen = batch.select(_file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
+        seen = batch.select(file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
         if spark.catalog.tableExists(silver):
             key = source.silver_name(source.key)
             others = (
@@ -100,7 +100,7 @@ def label_conflicts(
                 .join(batch.select(F.col(source.key).alias(key)), key, "left_anti")
             )
             seen = seen.unionByName(
-                others.select(_file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
+                others.select(file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
             )
         conflicted = (
             seen.join(content, _FILE)
@@ -109,7 +109,7 @@ def label_conflicts(
             .where(F.col("__labels") > 1)
             .select(_SHA, F.lit(True).alias(CONFLICT))
         )
-        with_sha = df.withColumn(_FILE, _file_name(F.col(on))).join(content, _FILE, "left")
+        with_sha = df.withColumn(_FILE, file_name(F.col(on))).join(content, _FILE, "left")
         return with_sha.join(conflicted, _SHA, "left").drop(_FILE, _SHA)
 
     return Rule(

@@ -228,8 +228,9 @@ def train_ddp(spec: dict[str, Any]) -> dict[str, Any]:
                 size = slices[s]
                 rows = orders[s][step * size : (step + 1) * size]
                 xb, yb = shards[s][0][rows], shards[s][1][rows]
-                torch.manual_seed(step_seed(seed, epoch, step, s))  # dropout masks
-                generator = torch.Generator().manual_seed(step_seed(seed, epoch, step, s) + 1)
+                drawn = step_seed(seed, epoch, step, s)
+                torch.manual_seed(drawn)  # dropout masks
+                generator = torch.Generator().manual_seed(drawn + 1)  # augmentation
                 last = i == len(mine) - 1
                 with parallel.no_sync() if parallel and not last else contextlib.nullcontext():
                     loss = losses(ddp(augmented(xb, generator)), yb)
