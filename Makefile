@@ -51,13 +51,15 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build-horovod.sh
 horovod: $(HOROVOD_STAMP) ## Build Horovod (PyTorch, Gloo) into .venv for its torch
 
 # The Horovod backend's tests need Horovod.
-test: $(STAMP) $(HOROVOD_STAMP) chromium ## Run lint and the whole test suite (unit + integration)
+test: $(STAMP) $(HOROVOD_STAMP) chromium ## Run lint, the layer contract and the whole test suite
 	$(BIN)/ruff check src tests jobs bench
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff, ruff format --check, mypy on src/
+lint: $(STAMP) ## ruff, ruff format --check, the layer contract (lint-imports), mypy on src/
 	$(BIN)/ruff check src tests jobs bench
 	$(BIN)/ruff format --check src tests jobs bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy src
 
 format: $(STAMP) ## Format the code

@@ -37,6 +37,8 @@ DEV_REQUIRES = [
     "chispa==0.12.0",
     "ruff==0.17.5",
     "mypy==2.4.1",
+    # the map of the layers (pyproject.toml [tool.importlinter]), checked by `lint-imports`
+    "import-linter==2.17",
     "types-PyYAML",
     # executing notebooks/ in a test (a kernel from this environment)
     "nbclient==0.11.0",

@@ -45,10 +45,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lakestory import session
-from lakestory.ingestion import CORRUPT, DECODE_ERROR, ingest_source
-from lakestory.ingestion.bronze import STATS_COLUMNS
-from lakestory.ingestion.structured import ROW_HASH, read_structured
+from lakestory.columns import CORRUPT, DECODE_ERROR, ROW_HASH
+from lakestory.ingestion.structured import read_structured
 from lakestory.io import checkpoint_path
+from lakestory.operations.ingest import STATS_COLUMNS, ingest_source
 
 
 def main() -> None:

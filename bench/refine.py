@@ -6,7 +6,7 @@ ingests it into bronze once, untimed. Then, in one Spark session, alternating th
 --repeat times after a warm-up of each:
 
 - bare: `spark.read.table(bronze)` appended to a new Delta table;
-- refine: `lakestory.quality.refine.refine_source` with `full_refresh` (a new checkpoint:
+- refine: `lakestory.operations.refine.refine_source` with `full_refresh` (a new checkpoint:
   every bronze row, in one micro-batch) into an empty silver and quarantine: the stream from
   bronze, typed casts, outlier fences, every built-in rule and the dataset's expectations in
   one pass, the accounts, exact and key de-duplication, pseudonymisation (keyed tokens,
@@ -28,7 +28,7 @@ to hour):
   against 48.7 s, the bare side's 2 s faster): the target met;
 - 2M rows: 1.95, 2.11 and 2.2;
 - 1M rows: 2.83, then 2.67 once refine read each batch from its bronze files
-  (`lakestory.ingestion.streams.rescanned`); then 2.2 to 2.57 (`--repeat 2` and `3`) with the
+  (`lakestory.io.commits.rescanned`); then 2.2 to 2.57 (`--repeat 2` and `3`) with the
   rules as bit masks, the counts of the rules taken on failing rows only and one sort for
   de-duplication.
 
@@ -65,10 +65,9 @@ import time
 from _drop import accounts_drop  # bench/ is on sys.path when a script there runs
 
 from lakestory import session
-from lakestory.ingestion import ingest_source
-from lakestory.privacy.vault import vault_table
-from lakestory.quality.quarantine import quarantine_table
-from lakestory.quality.refine import refine_source, silver_table
+from lakestory.io import Catalog
+from lakestory.operations.ingest import ingest_source
+from lakestory.operations.refine import refine_source
 
 KEY = b"bench-refine-key-0123456789abcdef"  # a throwaway key for throwaway data
 
@@ -85,8 +84,8 @@ def main() -> None:
         bronze = ingest_source(spark, settings, dataset, "accounts").table
         rows = spark.read.table(bronze.qualified).count()
         outputs = [
-            silver_table(dataset, "accounts"),
-            quarantine_table(dataset, "accounts"),
+            Catalog(dataset).silver("accounts"),
+            Catalog(dataset).quarantine("accounts"),
         ]
 
         def bare(i: int) -> float:
@@ -99,7 +98,7 @@ def main() -> None:
             for table in outputs:  # every run starts from an empty silver and quarantine
                 shutil.rmtree(table.path(settings), ignore_errors=True)
             if new_ids:  # and from an empty vault: every identifier is minted an id
-                shutil.rmtree(vault_table(dataset).path(settings), ignore_errors=True)
+                shutil.rmtree(Catalog(dataset).vault().path(settings), ignore_errors=True)
             start = time.perf_counter()
             counts = refine_source(
                 spark, settings, dataset, "accounts", KEY, f"bench-{i}", full_refresh=True

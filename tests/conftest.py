@@ -32,3 +32,16 @@ def spark(settings: Settings) -> Iterator[SparkSession]:
 @pytest.fixture(scope="session")
 def customers() -> Dataset:
     return load_dataset("customers", CONF)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse-order",
+        action="store_true",
+        help="run the collected tests in reverse order, to show a test that needs an earlier one",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse-order"):
+        items.reverse()

@@ -5,6 +5,12 @@ A stage runs only when its inputs (upstream Delta versions, the registered model
 config) differ from those its last completed run recorded in `ops.stage_runs`; otherwise it is
 skipped, says so, and commits nothing. Every stage replaces its outputs in single Delta commits,
 so a rerun after a crash completes the work without duplicating it.
+
+Each stage is a `Stage`: the dataset section it needs, what its inputs are, the work it does on
+them and the report that work comes to. `run_stage` alone decides whether a stage has anything
+to do, records what it did and builds its `Outcome`; the reports sit together below, so every
+line `lakestory run` prints is written in one place. `reprocess` and `tune` are stages of the
+same kind that `run` leaves out: each is run when asked for.
 """
 
 from __future__ import annotations
@@ -15,30 +21,35 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pyspark.sql import SparkSession
 
 from lakestory.config import Dataset, Settings, load_token_key
 from lakestory.features import (
     ImageParams,
+    Params,
     build_features,
     feature_inputs,
-    features_table,
-    params_table,
     read_params,
 )
-from lakestory.ingestion import bronze_table, ingest_source
-from lakestory.io import ensure_layers, table_version
+from lakestory.io import Catalog, TableRef, ensure_layers, table_version
 from lakestory.io.runs import StageRun, last_run, record_run
-from lakestory.quality.refine import RefineCounts, refine_source, reprocess_source, silver_table
+from lakestory.operations.ingest import IngestResult, ingest_source
+from lakestory.operations.refine import RefineCounts, refine_source, reprocess_source
 
 if TYPE_CHECKING:
+    from lakestory.conversion.registry import ScoringModel
+    from lakestory.conversion.report import ConversionReport
+    from lakestory.inference.score import Scored
     from lakestory.training.train import TrainResult
+    from lakestory.training.tune import TuneResult
 
 log = logging.getLogger("lakestory")
 
-STAGES = ("ingest", "refine", "features", "train", "convert", "score")
+Inputs = dict[str, Any]  # what decides a rerun; a None value is an input not there yet
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -60,43 +71,282 @@ class Outcome:
         return f"{self.stage:<9} {'ran    ' if self.ran else 'skipped'}  {self.message}"
 
 
+@dataclass(frozen=True)
+class Report:
+    """What a stage's work comes to: its line, the outputs it records, whether it changed
+    anything (scoring the same pair again, ingesting no new file, change nothing)."""
+
+    message: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    ran: bool = True
+
+
+def _never(ctx: Context) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Stage(Generic[R]):
+    """One step of the graph; `stage(ctx)` runs it through `run_stage`.
+
+    Attributes:
+        name: What its line and `ops.stage_runs` call it.
+        run: The work, on the inputs `inputs` read (an empty dict for a stage without them).
+        report: What the work's result comes to (see the reports below).
+        inputs: What decides a rerun; None for a stage that runs every time it is asked and
+            records nothing (ingest reads its own checkpoints; reprocess is asked for).
+        needs: The dataset section without which the stage has nothing to do.
+        forced: Whether to run even when the inputs are those of the last run.
+        records_as: The stage whose latest run this one's result becomes (default: its own).
+    """
+
+    name: str
+    run: Callable[[Context, Inputs], R]
+    report: Callable[[Context, R], Report]
+    inputs: Callable[[Context], Inputs] | None = None
+    needs: str | None = None
+    forced: Callable[[Context], bool] = _never
+    records_as: str | None = None
+
+    def __call__(self, ctx: Context) -> Outcome:
+        return run_stage(ctx, self)
+
+
+def run_stage(ctx: Context, stage: Stage[Any]) -> Outcome:
+    """Run `stage` unless it has nothing to do, and record what it did in `ops.stage_runs`."""
+    if stage.needs is not None and getattr(ctx.dataset, stage.needs) is None:
+        return Outcome(stage.name, False, _undeclared(ctx.dataset, stage.needs))
+    if stage.inputs is None:
+        report = stage.report(ctx, stage.run(ctx, {}))
+        return Outcome(stage.name, report.ran, report.message, report.outputs)
+    inputs = stage.inputs(ctx)
+    if missing := [k for k, v in inputs.items() if v is None]:
+        return Outcome(stage.name, False, _waiting(stage.name, missing))
+    recorded = stage.records_as or stage.name
+    if not stage.forced(ctx):
+        previous = last_run(ctx.spark, ctx.dataset.name, recorded)
+        if previous is not None and previous.inputs == inputs:
+            return Outcome(stage.name, False, _UNCHANGED, previous.outputs)
+    report = stage.report(ctx, stage.run(ctx, inputs))
+    record_run(
+        ctx.spark, ctx.settings, StageRun(ctx.dataset.name, recorded, inputs, report.outputs)
+    )
+    return Outcome(stage.name, report.ran, report.message, report.outputs)
+
+
 def digest(*parts: Any) -> str:
     """A short fingerprint of config sections, so that a config change reruns a stage."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _versions(ctx: Context, tables: list[Any]) -> dict[str, int | None]:
+def _versions(ctx: Context, tables: list[TableRef]) -> dict[str, int | None]:
     return {t.qualified: table_version(ctx.spark, t) for t in tables}
 
 
-def _skip_if_unchanged(
-    ctx: Context,
-    stage: str,
-    inputs: dict[str, Any],
-    work: Callable[[], Outcome],
-    force: bool = False,
-) -> Outcome:
-    missing = [k for k, v in inputs.items() if v is None]
-    if missing:
-        return Outcome(stage, False, f"nothing to do yet: {', '.join(missing)} missing")
-    previous = last_run(ctx.spark, ctx.dataset.name, stage)
-    if not force and previous is not None and previous.inputs == inputs:
-        return Outcome(stage, False, "inputs unchanged since the last run", previous.outputs)
-    outcome = work()
-    record_run(ctx.spark, ctx.settings, StageRun(ctx.dataset.name, stage, inputs, outcome.outputs))
-    return outcome
+# What each stage reads and does. A `run` uses only the context and the inputs it is given,
+# so what it did is what its recorded inputs say.
 
 
-def ingest(ctx: Context) -> Outcome:
-    parts, outputs, changed = [], {}, False
+def _ingest(ctx: Context, inputs: Inputs) -> list[tuple[str, IngestResult | None]]:
+    """Each source's ingestion, None for a source whose landing folder is not there."""
     run_id = uuid.uuid4().hex
-    for name in ctx.dataset.sources:
-        source = ctx.dataset.sources[name]
-        if not (ctx.settings.root / "landing" / source.path).is_dir():
+    results: list[tuple[str, IngestResult | None]] = []
+    for name, source in ctx.dataset.sources.items():
+        if not Path(Catalog(ctx.dataset, ctx.settings).landing(source)).is_dir():
+            results.append((name, None))
+            continue
+        results.append((name, ingest_source(ctx.spark, ctx.settings, ctx.dataset, name, run_id)))
+    return results
+
+
+def _refine_inputs(ctx: Context) -> Inputs:
+    ds = ctx.dataset
+    # the sources that have landed something: one whose files have not come yet waits
+    landed = _versions(ctx, [Catalog(ds).bronze(s) for s in ds.structured()])
+    structured = {
+        name: source
+        for name, source in ds.structured().items()
+        if landed[Catalog(ds).bronze(name).qualified] is not None
+    }
+    inputs: Inputs = {k: v for k, v in landed.items() if v is not None} or landed
+    inputs["config"] = digest({k: v.model_dump() for k, v in structured.items()})
+    return inputs
+
+
+def _refine(ctx: Context, inputs: Inputs) -> dict[str, RefineCounts]:
+    ds = ctx.dataset
+    key = load_token_key(ctx.settings)
+    run_id = uuid.uuid4().hex
+    landed = [name for name in ds.structured() if Catalog(ds).bronze(name).qualified in inputs]
+    return {
+        name: refine_source(
+            ctx.spark, ctx.settings, ds, name, key, run_id, full_refresh=ctx.full_refresh
+        )
+        for name in landed
+    }
+
+
+def _reprocess(ctx: Context, inputs: Inputs) -> dict[str, RefineCounts]:
+    """Quarantined rows through the current rules again, on request."""
+    key = load_token_key(ctx.settings)
+    run_id = uuid.uuid4().hex
+    return {
+        name: reprocess_source(ctx.spark, ctx.settings, ctx.dataset, name, key, run_id)
+        for name in ctx.dataset.structured()
+    }
+
+
+def _features_inputs(ctx: Context) -> Inputs:
+    ds = ctx.dataset
+    inputs: Inputs = _versions(ctx, feature_inputs(ds))
+    assert ds.features is not None
+    inputs["config"] = digest(ds.features.model_dump(), ds.seed)
+    return inputs
+
+
+def _features(ctx: Context, inputs: Inputs) -> tuple[int, Params]:
+    return build_features(ctx.spark, ctx.settings, ctx.dataset)
+
+
+def _train_inputs(ctx: Context) -> Inputs:
+    ds = ctx.dataset
+    inputs: Inputs = _versions(ctx, [Catalog(ds).features(), Catalog(ds).feature_params()])
+    inputs["config"] = digest(ds.model_spec.model_dump(), ds.seed)
+    return inputs
+
+
+def _lineage(ctx: Context, inputs: Inputs) -> dict[str, Any]:
+    lineage = {k: v for k, v in inputs.items() if k != "config"}
+    lineage.update(_versions(ctx, feature_inputs(ctx.dataset)))  # what the features were built of
+    return lineage
+
+
+def _train(ctx: Context, inputs: Inputs) -> TrainResult:
+    from lakestory.training import train_model
+
+    return train_model(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
+
+
+def _tune(ctx: Context, inputs: Inputs) -> TuneResult:
+    """Run the dataset's tuning study and register its best settings' model.
+
+    Always runs (a study is asked for, not implied by new data). Its model is recorded as the
+    train stage's latest run, so that the next `lakestory run` converts and scores it, and
+    trains again only when the features or the model config change.
+    """
+    from lakestory.training.tune import tune as run_study
+
+    return run_study(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
+
+
+def _convert_inputs(ctx: Context) -> Inputs:
+    spec = ctx.dataset.model_spec
+    trained = last_run(ctx.spark, ctx.dataset.name, "train")
+    model = trained.outputs.get("model_version") if trained else None
+    return {
+        "model": f"{spec.registered_name}/{model}" if model else None,
+        "config": digest(spec.quantization.model_dump()),
+    }
+
+
+@dataclass(frozen=True)
+class _Converted:
+    report: ConversionReport
+    champion_version: str
+    feature_params_version: int
+
+
+def _convert(ctx: Context, inputs: Inputs) -> _Converted:
+    """The trained version -> ONNX fp32, int8 dynamic and int8 static, measured side by side;
+    the gate's choice is registered as a new version of the model under alias `champion`."""
+    import mlflow
+
+    from lakestory.conversion import convert as convert_model
+    from lakestory.conversion.registry import publish
+    from lakestory.training.tracking import use_store
+    from lakestory.training.train import load_arrays
+
+    ds, spec = ctx.dataset, ctx.dataset.model_spec
+    trained = last_run(ctx.spark, ds.name, "train")  # the run whose model the inputs name
+    assert trained is not None
+    model = trained.outputs["model_version"]
+    use_store(ctx.settings)
+    torch_model = mlflow.pytorch.load_model(f"models:/{spec.registered_name}/{model}")
+    out_dir = Catalog(ds, ctx.settings).artifacts(spec.registered_name, model)
+    report = convert_model(
+        torch_model,
+        spec.registered_name,
+        str(model),
+        load_arrays(ctx.spark, ds),
+        out_dir,
+        max_accuracy_drop=spec.quantization.max_accuracy_drop,
+        calibration_rows=spec.quantization.calibration_rows,
+        require_batch_invariance=spec.quantization.require_batch_invariance,
+    )
+    params_version = int(trained.outputs["feature_params_version"])
+    published = publish(ctx.settings, report, trained.outputs["run_id"], params_version, out_dir)
+    return _Converted(report, published.version, params_version)
+
+
+def _score_inputs(ctx: Context) -> Inputs:
+    from lakestory.conversion.registry import champion
+    from lakestory.inference import scored_tables
+
+    name = ctx.dataset.model_spec.registered_name
+    inputs: Inputs = _versions(ctx, scored_tables(ctx.dataset))
+    current = champion(ctx.settings, name)
+    inputs["model"] = f"{name}/{current.version}" if current else None
+    return inputs
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    scored: Scored
+    model: ScoringModel
+    table: TableRef
+    rows: int
+
+
+def _score(ctx: Context, inputs: Inputs) -> _Scoring:
+    """The champion (alias `champion`) scores the silver rows into gold.<dataset>_predictions;
+    a new champion or new input rescores, the same pair again writes nothing."""
+    from lakestory.conversion.registry import load_version
+    from lakestory.inference import score_dataset
+    from lakestory.training.tracking import use_store
+
+    ds = ctx.dataset
+    name, version = str(inputs["model"]).rsplit("/", 1)
+    # the version the inputs name, even if the alias has moved on since they were read
+    model = load_version(ctx.settings, use_store(ctx.settings).get_model_version(name, version))
+    params = read_params(ctx.spark, ds, model.feature_params_version)
+    scored = score_dataset(
+        ctx.spark, ctx.settings, ds, model.onnx, model.name, model.version, params
+    )
+    table = Catalog(ds).predictions()
+    return _Scoring(scored, model, table, ctx.spark.read.table(table.qualified).count())
+
+
+# What each stage says: the line `run_stages` prints after the stage's name, and the outputs
+# it records. The lines of a stage that did not run come first.
+
+_UNCHANGED = "inputs unchanged since the last run"
+
+
+def _undeclared(ds: Dataset, section: str) -> str:
+    return f"dataset {ds.name} declares no {section}"
+
+
+def _waiting(stage: str, missing: list[str]) -> str:
+    return f"nothing to {'tune' if stage == 'tune' else 'do'} yet: {', '.join(missing)} missing"
+
+
+def _ingested(ctx: Context, results: list[tuple[str, IngestResult | None]]) -> Report:
+    parts, outputs, changed = [], {}, False
+    for name, result in results:
+        if result is None:
             parts.append(f"{name}: no landing folder")
             continue
-        result = ingest_source(ctx.spark, ctx.settings, ctx.dataset, name, run_id)
         outputs[result.table.qualified] = result.version_after
         run = result.run
         if run is None:
@@ -119,120 +369,54 @@ def ingest(ctx: Context) -> Outcome:
             f"{result.table} +{run.rows} rows from {run.files_new} files{detail} "
             f"(v{result.version_after})"
         )
-    return Outcome("ingest", changed, "; ".join(parts), outputs)
+    return Report("; ".join(parts), outputs, changed)
 
 
-def _unless_declared(ctx: Context, stage: str, section: str) -> Outcome | None:
-    if getattr(ctx.dataset, section) is None:
-        return Outcome(stage, False, f"dataset {ctx.dataset.name} declares no {section}")
-    return None
+def _refined(ctx: Context, counts: dict[str, RefineCounts]) -> Report:
+    parts = [
+        f"{Catalog(ctx.dataset).silver(name)} {c.silver} rows upserted, "
+        f"{c.exact_duplicates} exact and {c.key_duplicates} key duplicates, "
+        f"{c.unchanged} unchanged, "
+        f"{c.quarantined} quarantined, {c.dropped} dropped"
+        + (f", {c.unlabeled} unlabeled" if c.unlabeled else "")
+        + f" (of {c.rows_in})"
+        for name, c in counts.items()
+    ]
+    return Report("; ".join(parts), {name: c.__dict__ for name, c in counts.items()})
 
 
-def _refined(ds: Dataset, name: str, counts: RefineCounts) -> str:
-    return (
-        f"{silver_table(ds, name)} {counts.silver} rows upserted, "
-        f"{counts.exact_duplicates} exact and {counts.key_duplicates} key duplicates, "
-        f"{counts.unchanged} unchanged, "
-        f"{counts.quarantined} quarantined, {counts.dropped} dropped"
-        + (f", {counts.unlabeled} unlabeled" if counts.unlabeled else "")
-        + f" (of {counts.rows_in})"
+def _reprocessed(ctx: Context, counts: dict[str, RefineCounts]) -> Report:
+    parts = [
+        f"{Catalog(ctx.dataset).silver(name)} {c.silver} rows upserted, "
+        f"{c.duplicates + c.unchanged} collapsed or already there, "
+        f"{c.dropped} dropped, {c.quarantined} still quarantined "
+        f"(of {c.rows_in} reprocessed)"
+        for name, c in counts.items()
+    ]
+    return Report("; ".join(parts), {name: c.__dict__ for name, c in counts.items()})
+
+
+def _featured(ctx: Context, built: tuple[int, Params]) -> Report:
+    ds, (features_version, params) = ctx.dataset, built
+    if isinstance(params, ImageParams):
+        what = (
+            f"{params.height}x{params.width} pixels, mean {params.mean:.2f}, "
+            f"std {params.std:.2f}, {params.classes} classes"
+        )
+    else:
+        pca = f", PCA to {params.pca.k} of {len(params.prepared_names)}" if params.pca else ""
+        what = f"{len(params.inputs)} inputs{pca}"
+    return Report(
+        f"{Catalog(ds).features()} v{features_version}, {Catalog(ds).feature_params()} "
+        f"version {params.version} ({what})",
+        {"features_version": features_version, "params_version": params.version},
     )
 
 
-def refine(ctx: Context) -> Outcome:
-    ds = ctx.dataset
-    # the sources that have landed something: one whose files have not come yet waits
-    landed = _versions(ctx, [bronze_table(ds, s) for s in ds.structured()])
-    structured = {
-        name: source
-        for name, source in ds.structured().items()
-        if landed[bronze_table(ds, name).qualified] is not None
-    }
-    inputs: dict[str, Any] = {k: v for k, v in landed.items() if v is not None} or landed
-    inputs["config"] = digest({k: v.model_dump() for k, v in structured.items()})
-
-    def work() -> Outcome:
-        key = load_token_key(ctx.settings)
-        run_id = uuid.uuid4().hex
-        parts, outputs = [], {}
-        for name in structured:
-            counts = refine_source(
-                ctx.spark, ctx.settings, ds, name, key, run_id, full_refresh=ctx.full_refresh
-            )
-            outputs[name] = counts.__dict__
-            parts.append(_refined(ds, name, counts))
-        return Outcome("refine", True, "; ".join(parts), outputs)
-
-    return _skip_if_unchanged(ctx, "refine", inputs, work, force=ctx.full_refresh)
-
-
-def reprocess(ctx: Context) -> Outcome:
-    """Not a stage of `run`: quarantined rows through the current rules again, on request."""
-    ds = ctx.dataset
-    key = load_token_key(ctx.settings)
-    run_id = uuid.uuid4().hex
-    parts, outputs = [], {}
-    for name in ds.structured():
-        counts = reprocess_source(ctx.spark, ctx.settings, ds, name, key, run_id)
-        outputs[name] = counts.__dict__
-        parts.append(
-            f"{silver_table(ds, name)} {counts.silver} rows upserted, "
-            f"{counts.duplicates + counts.unchanged} collapsed or already there, "
-            f"{counts.dropped} dropped, {counts.quarantined} still quarantined "
-            f"(of {counts.rows_in} reprocessed)"
-        )
-    return Outcome("reprocess", True, "; ".join(parts), outputs)
-
-
-def features(ctx: Context) -> Outcome:
-    if undeclared := _unless_declared(ctx, "features", "features"):
-        return undeclared
-    ds = ctx.dataset
-    inputs: dict[str, Any] = _versions(ctx, feature_inputs(ds))
-    assert ds.features is not None
-    inputs["config"] = digest(ds.features.model_dump(), ds.seed)
-
-    def work() -> Outcome:
-        features_version, params = build_features(ctx.spark, ctx.settings, ds)
-        outputs = {"features_version": features_version, "params_version": params.version}
-        if isinstance(params, ImageParams):
-            what = (
-                f"{params.height}x{params.width} pixels, mean {params.mean:.2f}, "
-                f"std {params.std:.2f}, {params.classes} classes"
-            )
-        else:
-            pca = f", PCA to {params.pca.k} of {len(params.prepared_names)}" if params.pca else ""
-            what = f"{len(params.inputs)} inputs{pca}"
-        return Outcome(
-            "features",
-            True,
-            f"{features_table(ds)} v{features_version}, {params_table(ds)} "
-            f"version {params.version} ({what})",
-            outputs,
-        )
-
-    return _skip_if_unchanged(ctx, "features", inputs, work)
-
-
-def _train_inputs(ctx: Context) -> dict[str, Any]:
-    ds = ctx.dataset
-    inputs: dict[str, Any] = _versions(ctx, [features_table(ds), params_table(ds)])
-    inputs["config"] = digest(ds.model_spec.model_dump(), ds.seed)
-    return inputs
-
-
-def _lineage(ctx: Context, inputs: dict[str, Any]) -> dict[str, Any]:
-    lineage = {k: v for k, v in inputs.items() if k != "config"}
-    lineage.update(_versions(ctx, feature_inputs(ctx.dataset)))  # what the features were built of
-    return lineage
-
-
-def _trained(stage: str, result: TrainResult, note: str = "") -> Outcome:
+def _trained(ctx: Context, result: TrainResult) -> Report:
     m = result.metrics
-    return Outcome(
-        stage,
-        True,
-        f"{note}{result.model_name} v{result.model_version} (candidate): test accuracy "
+    return Report(
+        f"{result.model_name} v{result.model_version} (candidate): test accuracy "
         f"{m['test_accuracy']:.3f}, F1 {m['test_f1']:.3f}, ROC AUC {m['test_roc_auc']:.3f} "
         f"(majority class {m['majority_accuracy']:.3f})",
         {
@@ -245,174 +429,96 @@ def _trained(stage: str, result: TrainResult, note: str = "") -> Outcome:
     )
 
 
-def train(ctx: Context) -> Outcome:
-    from lakestory.training import train_model
-
-    if undeclared := _unless_declared(ctx, "train", "model"):
-        return undeclared
-    inputs = _train_inputs(ctx)
-
-    def work() -> Outcome:
-        return _trained(
-            "train", train_model(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
-        )
-
-    return _skip_if_unchanged(ctx, "train", inputs, work)
-
-
-def tune(ctx: Context) -> Outcome:
-    """Run the dataset's tuning study and register its best settings' model.
-
-    Always runs (a study is asked for, not implied by new data). Its model is recorded as the
-    train stage's latest run, so that the next `lakestory run` converts and scores it, and
-    trains again only when the features or the model config change.
-    """
-    from lakestory.training.tune import tune as run_study
-
-    if undeclared := _unless_declared(ctx, "tune", "tune"):
-        return undeclared
-    inputs = _train_inputs(ctx)
-    if any(v is None for v in inputs.values()):
-        missing = ", ".join(k for k, v in inputs.items() if v is None)
-        return Outcome("tune", False, f"nothing to tune yet: {missing} missing")
-    study = run_study(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
+def _tuned(ctx: Context, study: TuneResult) -> Report:
+    trained = _trained(ctx, study.model)
     note = (
         f"{study.trials} trials, best #{study.best_trial} "
         f"({ctx.dataset.tune_spec.metric} {study.best_value:.4f}: "
         + ", ".join(f"{k}={v}" for k, v in study.best_settings.items())
         + "); "
     )
-    outcome = _trained("tune", study.model, note)
-    outputs = {**outcome.outputs, "tune_run_id": study.run_id, "best_settings": study.best_settings}
-    record_run(ctx.spark, ctx.settings, StageRun(ctx.dataset.name, "train", inputs, outputs))
-    return Outcome("tune", True, outcome.message, outputs)
+    outputs = {**trained.outputs, "tune_run_id": study.run_id, "best_settings": study.best_settings}
+    return Report(note + trained.message, outputs)
 
 
-def convert(ctx: Context) -> Outcome:
-    """The trained version -> ONNX fp32, int8 dynamic and int8 static, measured side by side;
-    the gate's choice is registered as a new version of the model under alias `champion`."""
-    if undeclared := _unless_declared(ctx, "convert", "model"):
-        return undeclared
-    ds = ctx.dataset
-    spec = ds.model_spec
-    trained = last_run(ctx.spark, ds.name, "train")
-    model = trained.outputs.get("model_version") if trained else None
-    inputs = {
-        "model": f"{spec.registered_name}/{model}" if model else None,
-        "config": digest(spec.quantization.model_dump()),
-    }
+def _converted(ctx: Context, converted: _Converted) -> Report:
+    from lakestory.conversion import INT8_STATIC, ONNX_FP32
+    from lakestory.conversion.registry import CHAMPION
 
-    def work() -> Outcome:
-        import mlflow
-
-        from lakestory.conversion import INT8_STATIC, ONNX_FP32
-        from lakestory.conversion import convert as convert_model
-        from lakestory.conversion.registry import CHAMPION, publish
-        from lakestory.training.tracking import use_store
-        from lakestory.training.train import load_arrays
-
-        assert trained is not None
-        use_store(ctx.settings)
-        torch_model = mlflow.pytorch.load_model(f"models:/{spec.registered_name}/{model}")
-        out_dir = ctx.settings.root / "artifacts" / ds.name / spec.registered_name / f"v{model}"
-        report = convert_model(
-            torch_model,
-            spec.registered_name,
-            str(model),
-            load_arrays(ctx.spark, ds),
-            out_dir,
-            max_accuracy_drop=spec.quantization.max_accuracy_drop,
-            calibration_rows=spec.quantization.calibration_rows,
-            require_batch_invariance=spec.quantization.require_batch_invariance,
-        )
-        params_version = int(trained.outputs["feature_params_version"])
-        published = publish(
-            ctx.settings, report, trained.outputs["run_id"], params_version, out_dir
-        )
-        sizes = ", ".join(
-            f"{f.artifact} {f.bytes:,} B acc {f.accuracy:.3f}" for f in report.figures
-        )
-        fp32, int8 = report.figure(ONNX_FP32), report.figure(INT8_STATIC)
-        return Outcome(
-            "convert",
-            True,
-            f"{sizes}; {CHAMPION}: {spec.registered_name} v{published.version} = "
-            f"{report.gate.reason}; max |onnx - torch| {report.parity_max_abs_diff:.1e}",
-            {
-                **report.to_dict(),
-                "champion_version": published.version,
-                "feature_params_version": params_version,
-                # the figures `lakestory summary` shows: ONNX fp32 and static int8
-                "onnx_path": report.paths[ONNX_FP32],
-                "onnx_bytes": fp32.bytes,
-                "accuracy_onnx": fp32.accuracy,
-                "int8_path": report.paths[INT8_STATIC],
-                "int8_bytes": int8.bytes,
-                "accuracy_int8": int8.accuracy,
-            },
-        )
-
-    return _skip_if_unchanged(ctx, "convert", inputs, work)
+    report, name = converted.report, ctx.dataset.model_spec.registered_name
+    sizes = ", ".join(f"{f.artifact} {f.bytes:,} B acc {f.accuracy:.3f}" for f in report.figures)
+    fp32, int8 = report.figure(ONNX_FP32), report.figure(INT8_STATIC)
+    return Report(
+        f"{sizes}; {CHAMPION}: {name} v{converted.champion_version} = "
+        f"{report.gate.reason}; max |onnx - torch| {report.parity_max_abs_diff:.1e}",
+        {
+            **report.to_dict(),
+            "champion_version": converted.champion_version,
+            "feature_params_version": converted.feature_params_version,
+            # the figures `lakestory summary` shows: ONNX fp32 and static int8
+            "onnx_path": report.paths[ONNX_FP32],
+            "onnx_bytes": fp32.bytes,
+            "accuracy_onnx": fp32.accuracy,
+            "int8_path": report.paths[INT8_STATIC],
+            "int8_bytes": int8.bytes,
+            "accuracy_int8": int8.accuracy,
+        },
+    )
 
 
-def score(ctx: Context) -> Outcome:
-    """The champion (alias `champion`) scores the silver rows into gold.<dataset>_predictions;
-    a new champion or new input rescores, the same pair again writes nothing."""
-    from lakestory.conversion.registry import champion, load_version
-    from lakestory.inference import predictions_table, score_dataset, scored_tables
-
-    if undeclared := _unless_declared(ctx, "score", "model"):
-        return undeclared
-    ds = ctx.dataset
-    name = ds.model_spec.registered_name
-    inputs: dict[str, Any] = _versions(ctx, scored_tables(ds))
-    current = champion(ctx.settings, name)
-    inputs["model"] = f"{name}/{current.version}" if current else None
-
-    def work() -> Outcome:
-        assert current is not None
-        model = load_version(ctx.settings, current)  # the version the inputs name
-        params = read_params(ctx.spark, ds, model.feature_params_version)
-        scored = score_dataset(
-            ctx.spark, ctx.settings, ds, model.onnx, model.name, model.version, params
-        )
-        table = predictions_table(ds)
-        rows = ctx.spark.read.table(table.qualified).count()
-        what = "written" if scored.written else "already there, nothing written"
-        return Outcome(
-            "score",
-            scored.written,
-            f"{table} {rows} rows of {name} v{model.version} on {scored.input_version} "
-            f"({what}; v{scored.table_version})",
-            {
-                "table": table.qualified,
-                "version": scored.table_version,
-                "rows": rows,
-                "model_name": name,
-                "model_version": model.version,
-                "input_version": scored.input_version,
-            },
-        )
-
-    return _skip_if_unchanged(ctx, "score", inputs, work)
+def _scored(ctx: Context, scoring: _Scoring) -> Report:
+    scored, model, name = scoring.scored, scoring.model, ctx.dataset.model_spec.registered_name
+    what = "written" if scored.written else "already there, nothing written"
+    return Report(
+        f"{scoring.table} {scoring.rows} rows of {name} v{model.version} on "
+        f"{scored.input_version} ({what}; v{scored.table_version})",
+        {
+            "table": scoring.table.qualified,
+            "version": scored.table_version,
+            "rows": scoring.rows,
+            "model_name": name,
+            "model_version": model.version,
+            "input_version": scored.input_version,
+        },
+        ran=scored.written,
+    )
 
 
-RUNNERS: dict[str, Callable[[Context], Outcome]] = {
-    "ingest": ingest,
-    "refine": refine,
-    "features": features,
-    "train": train,
-    "convert": convert,
-    "score": score,
+# The graph. `run` runs the first six in order; `reprocess` and `tune` are run when asked for.
+
+
+def _full_refresh(ctx: Context) -> bool:
+    return ctx.full_refresh
+
+
+def _always(ctx: Context) -> bool:
+    return True
+
+
+ingest = Stage("ingest", _ingest, _ingested)
+refine = Stage("refine", _refine, _refined, inputs=_refine_inputs, forced=_full_refresh)
+features = Stage("features", _features, _featured, inputs=_features_inputs, needs="features")
+train = Stage("train", _train, _trained, inputs=_train_inputs, needs="model")
+convert = Stage("convert", _convert, _converted, inputs=_convert_inputs, needs="model")
+score = Stage("score", _score, _scored, inputs=_score_inputs, needs="model")
+reprocess = Stage("reprocess", _reprocess, _reprocessed)
+# a study's model becomes the train stage's latest run: the next `run` converts and scores it
+tune = Stage(
+    "tune", _tune, _tuned, inputs=_train_inputs, needs="tune", forced=_always, records_as="train"
+)
+
+GRAPH: dict[str, Stage[Any]] = {
+    s.name: s for s in (ingest, refine, features, train, convert, score)
 }
+STAGES = tuple(GRAPH)  # ingest, refine, features, train, convert, score
 
 
 def run_stages(ctx: Context, stages: tuple[str, ...] = STAGES) -> list[Outcome]:
     """Run `stages` in order; each prints what it did or why it was skipped."""
     ensure_layers(ctx.spark, ctx.settings)
     outcomes = []
-    for stage in stages:
-        outcome = RUNNERS[stage](ctx)
+    for name in stages:
+        outcome = run_stage(ctx, GRAPH[name])
         print(outcome, flush=True)
         outcomes.append(outcome)
     return outcomes

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from lakestory.config import Dataset, Settings
-from lakestory.ingestion import bronze_table, landing_path
-from lakestory.ingestion.landing import list_files
 from lakestory.ingestion.ops import ingested_files, latest_runs
+from lakestory.io import Catalog
+from lakestory.io.files import list_files
 
 COLUMNS = [
     ("source", 14),
@@ -39,7 +39,8 @@ def status(spark: SparkSession, settings: Settings, datasets: list[Dataset]) -> 
         lines.append("  " + _row([name for name, _ in COLUMNS]))
         for name, source in ds.sources.items():
             landed = {
-                f.path for f in list_files(spark, landing_path(settings, source), source.glob)
+                f.path
+                for f in list_files(spark, Catalog(ds, settings).landing(source), source.glob)
             }
             waiting = len(landed - ingested_files(spark, ds.name, name))
             run = latest.get(name)
@@ -58,7 +59,7 @@ def status(spark: SparkSession, settings: Settings, datasets: list[Dataset]) -> 
                     f"{run.duration_s:.1f}",
                     waiting,
                 ]
-            lines.append("  " + _row(values) + f"   -> {bronze_table(ds, name)}")
+            lines.append("  " + _row(values) + f"   -> {Catalog(ds).bronze(name)}")
         lines.append("")
     lines.append("files, rows, ...: the latest run that ingested something; waiting: files in")
     lines.append(

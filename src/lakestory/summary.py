@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import shlex
 
-from lakestory.io import LAYERS
+from lakestory.io import LAYERS, Catalog
 from lakestory.io.runs import last_run
 from lakestory.pipeline import Context
 from lakestory.quality.labels import UNLABELED
-from lakestory.quality.refine import unlabeled_table
 from lakestory.session import spark_conf
 
 
@@ -17,7 +16,7 @@ def table_counts(ctx: Context) -> dict[str, int]:
     counts = {}
     for layer in LAYERS:
         for table in ctx.spark.catalog.listTables(layer):
-            if layer == "ops" or table.name.startswith(f"{ctx.dataset.name}_"):
+            if layer == "ops" or Catalog(ctx.dataset).owns(table.name):
                 name = f"{layer}.{table.name}"
                 counts[name] = ctx.spark.read.table(name).count()
     return counts
@@ -67,17 +66,17 @@ def summary(ctx: Context) -> str:
     lines += ["", "Look further:", f"  lakestory status {ds.name}"]
     if ds.model:
         lines.append(
-            f'  lakestory sql "SELECT prediction, count(*) FROM gold.{ds.name}_predictions '
+            f'  lakestory sql "SELECT prediction, count(*) FROM {Catalog(ds).predictions()} '
             'GROUP BY prediction"'
         )
     for source in list(ds.structured())[:1]:
         lines.append(
-            f'  lakestory sql "SELECT _reasons, count(*) FROM quarantine.{ds.name}_{source} '
+            f'  lakestory sql "SELECT _reasons, count(*) FROM {Catalog(ds).quarantine(source)} '
             'GROUP BY _reasons"'
         )
     for source, spec in ds.structured().items():
         if spec.label and UNLABELED in (spec.label.on_missing, spec.label.on_invalid):
-            table = unlabeled_table(ds, source).qualified
+            table = Catalog(ds).unlabeled(source).qualified
             lines.append(f'  lakestory sql "SELECT * FROM {table} LIMIT 10"')
     if ds.model:
         lines.append(f"  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}")

@@ -25,8 +25,7 @@ from pyspark.sql import SparkSession
 from lakestory.config import Dataset, Settings
 from lakestory.config.models import Tune
 from lakestory.demo.generate import generate_customers
-from lakestory.features import features_table
-from lakestory.io import LAYERS, table_version
+from lakestory.io import LAYERS, Catalog, table_version
 from lakestory.io.runs import last_run
 from lakestory.pipeline import Context, run_stages, tune
 from lakestory.training.train import Fit, features_params, fit, train_model
@@ -198,7 +197,9 @@ def test_training_tracks_to_a_tracking_server(
         update={"mlflow": settings.mlflow.model_copy(update={"tracking_uri": mlflow_server})}
     )
     model = parity.model_spec.model_copy(update={"epochs": 3, "early_stopping": None})
-    lineage = {features_table(parity).qualified: table_version(spark, features_table(parity))}
+    lineage = {
+        Catalog(parity).features().qualified: table_version(spark, Catalog(parity).features())
+    }
     try:
         result = train_model(spark, remote, parity, lineage, model=model)
     finally:

@@ -21,9 +21,9 @@ from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings, load_dataset
 from lakestory.demo.digits import GeneratedDigits, generate_digits
-from lakestory.features import features_table, read_params
+from lakestory.features import read_params
 from lakestory.features.images import ImageParams
-from lakestory.io import LAYERS
+from lakestory.io import LAYERS, Catalog
 from lakestory.pipeline import Context, Outcome, run_stages
 from lakestory.training.tracking import use_store
 
@@ -74,7 +74,7 @@ def test_features_hold_each_labelled_image_once_in_one_split(
     spark: SparkSession, landed: GeneratedDigits, digits: Dataset, outcomes: dict[str, Outcome]
 ) -> None:
     assert outcomes["features"].ran, outcomes["features"].message
-    gold = spark.read.table(features_table(digits).qualified)
+    gold = spark.read.table(Catalog(digits).features().qualified)
     rows = gold.collect()
     by_hash = {r["sha256"]: r for r in rows}
     assert len(by_hash) == len(rows)  # one row per content: copies are one example
@@ -118,7 +118,7 @@ def test_pixel_statistics_are_the_train_splits(
 ) -> None:
     params = read_params(spark, digits, int(outcomes["features"].outputs["params_version"]))
     assert isinstance(params, ImageParams)
-    train = spark.read.table(features_table(digits).qualified).where("split = 'train'")
+    train = spark.read.table(Catalog(digits).features().qualified).where("split = 'train'")
     pixels = np.array([r["features"] for r in train.collect()])
     assert (params.height, params.width, params.classes) == (8, 8, 10)
     assert params.mean == pytest.approx(pixels.mean(), rel=1e-9)

@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from lakestory.config import Settings
-from lakestory.io import TableRef, ensure_layers, overwrite
+from lakestory.io import Shell, TableRef, ensure_layers
 from lakestory.training.feed import materialise, read_split
+
+
+def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
+    """Replace `table` by `df` through the shell; its version after."""
+    return Shell(df.sparkSession, settings).replace(df, table)
+
 
 TABLE = TableRef("gold", "feedtest_features")
 

@@ -20,12 +20,11 @@ from PIL import Image
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakestory.columns import LINEAGE as METADATA_COLUMNS
 from lakestory.config import Dataset, Settings, load_dataset
 from lakestory.demo.digits import generate_digits
-from lakestory.ingestion import METADATA_COLUMNS, bronze_table, ingest_source
-from lakestory.ingestion.bronze import STATS_COLUMNS
-from lakestory.ingestion.ops import INGESTION_FILES, INGESTION_RUNS, SCHEMA_DRIFT
-from lakestory.io import table_version
+from lakestory.io import INGESTION_FILES, INGESTION_RUNS, SCHEMA_DRIFT, Catalog, table_version
+from lakestory.operations.ingest import STATS_COLUMNS, ingest_source
 
 from ..conftest import CONF
 
@@ -322,4 +321,4 @@ def test_digits_images_and_manifest_land_in_bronze(spark: SparkSession, settings
     assert duplicates.count() == landed.dirt["duplicate_images"]
     labels = bronze(spark, ds, "labels")
     assert labels.count() == landed.manifest_rows
-    assert table_version(spark, bronze_table(ds, "labels")) == 0
+    assert table_version(spark, Catalog(ds).bronze("labels")) == 0

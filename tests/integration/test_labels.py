@@ -15,8 +15,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
-from lakestory.ingestion import ingest_source
-from lakestory.quality.refine import QUALITY_METRICS, refine_source
+from lakestory.operations.ingest import ingest_source
+from lakestory.operations.refine import QUALITY_METRICS, refine_source
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -19,8 +23,9 @@ from pyspark.sql import functions as F
 from lakestory.config import Dataset, Settings
 from lakestory.demo.generate import GeneratedLanding, generate_customers
 from lakestory.io import LAYERS, TableRef, table_version
+from lakestory.io.tables import _known_in
+from lakestory.operations.erasure import forget
 from lakestory.pipeline import STAGES, Context, Outcome, run_stages
-from lakestory.privacy.erasure import forget
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +52,105 @@ class _Kept(logging.Handler):
 LOGS = _Kept()
 
 
+# What the JVM holds open under the root: Derby's metastore and its log, and the folder of
+# managed tables. They stay as they are; the tables registered in the metastore are folders
+# of the root, which are put back.
+LIVE = {"metastore_db", "derby.log", "spark-warehouse"}
+MLFLOW_DB = "mlflow.db"  # copied by SQLite itself, since MLflow's engine keeps it open
+
+
+def _copy_sqlite(source: Path, destination: Path) -> None:
+    """Copy the database at `source` over the one at `destination` (created if missing) with
+    SQLite's backup, which connections open on either see as one ordinary write."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(destination)) as dst:
+        src.backup(dst)
+
+
+def _copy_entries(source: Path, destination: Path) -> None:
+    """Copy what lies in `source` into `destination`, times and modes kept (ingestion reads a
+    landed file's time; the restricted layer's folder is its owner's alone), but `LIVE`."""
+    for entry in source.iterdir():
+        if entry.name in LIVE:
+            continue
+        if entry.name == MLFLOW_DB:
+            _copy_sqlite(entry, destination / entry.name)
+        elif entry.name.startswith(f"{MLFLOW_DB}-"):
+            continue  # SQLite's journal, if a transaction is open: not part of the database
+        elif entry.is_dir():
+            shutil.copytree(entry, destination / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, destination / entry.name)
+
+
+def _catalog_tables(spark: SparkSession) -> set[str]:
+    existing = {db.name for db in spark.catalog.listDatabases()}
+    return {
+        f"{layer}.{t.name}"
+        for layer in LAYERS
+        if layer in existing
+        for t in spark.catalog.listTables(layer)
+    }
+
+
+@dataclass
+class _Warehouse:
+    """The warehouse as the first run left it, with a copy of its files taken right then, so
+    that a test which changes it (a new champion, a rerun, an erasure) leaves every later
+    test the same warehouse: whatever order the tests run in, each finds what the first run
+    made, and nothing else."""
+
+    spark: SparkSession
+    settings: Settings
+    outcomes: dict[str, Outcome]
+    copy: Path
+    tables: frozenset[str]  # the tables the metastore held after the first run
+    changed: bool = False
+
+    @classmethod
+    def kept(
+        cls, spark: SparkSession, settings: Settings, outcomes: dict[str, Outcome], copy: Path
+    ) -> _Warehouse:
+        copy.mkdir()
+        _copy_entries(settings.root, copy)
+        return cls(spark, settings, outcomes, copy, frozenset(_catalog_tables(spark)))
+
+    def put_back(self) -> None:
+        """After a test that changed it, the root's files as they were copied, the tables
+        registered since unregistered, and every cache of a table's state dropped."""
+        if not self.changed:
+            return
+        spark, root = self.spark, self.settings.root
+        known = _known_in(spark)  # lakestory's memo of what the metastore holds
+        for table in sorted(_catalog_tables(spark) - self.tables):
+            spark.sql(f"DROP TABLE {table}")  # registered by path: the files are left alone
+            known.discard(f"table:{table}")
+        for entry in root.iterdir():
+            if entry.name in LIVE or entry.name.startswith(MLFLOW_DB):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        _copy_entries(self.copy, root)
+        # Delta keeps each table's log state by path, and Spark each table's relation by name
+        jvm = spark._jvm
+        assert jvm is not None
+        jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+        for table in self.tables:
+            spark.catalog.refreshTable(table)
+        spark.catalog.clearCache()
+        self.changed = False
+
+
 @pytest.fixture(scope="module")
-def first_run(
-    spark: SparkSession, settings: Settings, customers: Dataset, landing: GeneratedLanding
-) -> Iterator[dict[str, Outcome]]:
+def warehouse(
+    spark: SparkSession,
+    settings: Settings,
+    customers: Dataset,
+    landing: GeneratedLanding,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> _Warehouse:
+    """The whole pipeline run once on the landing data, and the warehouse it made kept."""
     root = logging.getLogger()
     level = root.level
     root.addHandler(LOGS)
@@ -62,7 +162,22 @@ def first_run(
     finally:
         root.removeHandler(LOGS)
         root.setLevel(level)
-    yield {o.stage: o for o in outcomes}
+    copy = tmp_path_factory.mktemp("pipeline") / "first_run"
+    return _Warehouse.kept(spark, settings, {o.stage: o for o in outcomes}, copy)
+
+
+@pytest.fixture
+def first_run(warehouse: _Warehouse) -> dict[str, Outcome]:
+    """The first run's outcomes, with the warehouse as it left it."""
+    warehouse.put_back()
+    return warehouse.outcomes
+
+
+@pytest.fixture
+def changes_the_warehouse(warehouse: _Warehouse, first_run: dict[str, Outcome]) -> None:
+    """For a test that writes to the warehouse: the next test gets it back as the first run
+    left it. Marked before the test runs, so that one which fails halfway counts too."""
+    warehouse.changed = True
 
 
 def _count(spark: SparkSession, table: str) -> int:
@@ -364,6 +479,7 @@ def _predictions(spark: SparkSession) -> list[tuple[object, ...]]:
     return sorted(tuple(r) for r in table.collect())
 
 
+@pytest.mark.usefixtures("changes_the_warehouse")
 def test_scoring_the_same_input_with_the_same_model_again_changes_nothing(
     spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
 ) -> None:
@@ -384,6 +500,7 @@ def test_scoring_the_same_input_with_the_same_model_again_changes_nothing(
     assert table_version(spark, ref) == before and _predictions(spark) == rows
 
 
+@pytest.mark.usefixtures("changes_the_warehouse")
 def test_a_new_champion_scores_again_and_its_rows_say_so(
     spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
 ) -> None:
@@ -411,6 +528,7 @@ def test_a_new_champion_scores_again_and_its_rows_say_so(
     assert not score(ctx).ran and table_version(spark, ref) == after
 
 
+@pytest.mark.usefixtures("changes_the_warehouse")
 def test_rerun_without_new_input_commits_nothing(
     spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
 ) -> None:
@@ -446,6 +564,7 @@ def _subject(spark: SparkSession) -> tuple[str, str, str]:
     raise AssertionError("no customer with a silver row and transactions")
 
 
+@pytest.mark.usefixtures("changes_the_warehouse")
 def test_a_forgotten_subject_is_in_no_file_and_stays_gone(
     spark: SparkSession,
     settings: Settings,

@@ -14,16 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from sklearn.datasets import load_digits
 
 from lakestory.cli import main
 from lakestory.config import Dataset, Settings
 from lakestory.ingestion.media import MEDIA_FIELDS, describe
-from lakestory.io import TableRef, ensure_layers, overwrite, table_version
+from lakestory.io import Shell, TableRef, ensure_layers, table_version
 from lakestory.profiling import ProfileReport, profile_table, report_folder
 from lakestory.profiling.images import SAMPLES_PER_LABEL
 from tests.conftest import CONF
+
+
+def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
+    """Replace `table` by `df` through the shell; its version after."""
+    return Shell(df.sparkSession, settings).replace(df, table)
+
 
 pytestmark = pytest.mark.slow
 

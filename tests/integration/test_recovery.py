@@ -15,9 +15,9 @@ from pyspark.sql import functions as F
 from lakestory.config import load_settings
 from lakestory.errors import WrongKeyError
 from lakestory.io.backup import backup
-from lakestory.privacy.erasure import forget
-from lakestory.quality.refine import refine_source
-from lakestory.recovery import restore_backup
+from lakestory.operations.erasure import forget
+from lakestory.operations.recovery import restore_backup
+from lakestory.operations.refine import refine_source
 from tests.conftest import CONF
 from tests.integration.test_refine import KEY, dataset, land
 

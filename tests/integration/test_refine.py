@@ -12,17 +12,12 @@ from pyspark.sql import functions as F
 from lakestory.config import Dataset, Settings
 from lakestory.config.models import Outlier
 from lakestory.errors import ExpectationError
-from lakestory.ingestion import ingest_source
-from lakestory.io import TableRef, checkpoint_path, table_version
-from lakestory.quality import refine as refine_module
+from lakestory.io import QUALITY_METRICS, Catalog, Shell, StreamTxns, TableRef, table_version
+from lakestory.operations import refine as refine_module
+from lakestory.operations.ingest import ingest_source
+from lakestory.operations.refine import Refinement, refine_source, reprocess_source
 from lakestory.quality.quarantine import by_reason, render
-from lakestory.quality.refine import (
-    QUALITY_METRICS,
-    Refinement,
-    refine_source,
-    reprocess_source,
-    rules_for,
-)
+from lakestory.quality.source_rules import rules_for
 
 pytestmark = pytest.mark.slow
 
@@ -97,14 +92,14 @@ def test_every_row_is_accounted_for_with_each_rules_counts(
         ("plausible_age",),
     ]
 
-    summary = by_reason(spark, ds)
+    summary = by_reason(spark, Catalog(ds, settings))
     assert summary["people"][0] == 2
     assert {(c.reason, c.rows, c.files) for c in summary["people"][1]} == {
         ("castable:age:int", 1, 1),
         ("known_country", 1, 1),
         ("plausible_age", 1, 1),
     }
-    assert "plausible_age" in render(ds, summary)
+    assert "plausible_age" in render(Catalog(ds, settings), summary)
 
     m = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "dirty").first()
     assert m is not None
@@ -199,10 +194,11 @@ def test_a_replayed_batch_writes_nothing_twice(spark: SparkSession, settings: Se
     metrics = spark.read.table(QUALITY_METRICS.qualified).where(F.col("dataset") == "replayed")
     assert metrics.count() == 1
 
-    checkpoint = str(checkpoint_path(settings, TableRef("silver", "replayed_people")))
-    state = Refinement(
-        spark, settings, ds, "people", KEY, "run-2", rules_for(ds.sources["people"]), checkpoint
-    )
+    catalog = Catalog(ds, settings)
+    silver = catalog.silver("people")
+    txns = StreamTxns(spark, "refine", silver, catalog.checkpoint(silver))
+    rules = rules_for(ds.sources["people"])
+    state = Refinement(Shell(spark, settings), catalog, "people", KEY, "run-2", rules, txns)
     bronze = spark.read.table("bronze.replayed_people")
     state.process(bronze, 0)  # batch 0 again: same rows, same id
 
@@ -298,17 +294,17 @@ def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
         update={"sources": {"people": source.model_copy(update={"expectations": loose})}}
     )
     # a crash after silver's commit and before quarantine's: the rerun completes the move
-    real = refine_module._resolve_quarantine
+    real = refine_module.resolution
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("killed between the two commits")
 
-    monkeypatch.setattr(refine_module, "_resolve_quarantine", crash)
+    monkeypatch.setattr(refine_module, "resolution", crash)
     with pytest.raises(RuntimeError, match="killed"):
         reprocess_source(spark, settings, ds, "people", KEY, "run-2")
     assert spark.read.table("silver.fixed_people").count() == 4
     assert spark.read.table("quarantine.fixed_people").count() == 2
-    monkeypatch.setattr(refine_module, "_resolve_quarantine", real)
+    monkeypatch.setattr(refine_module, "resolution", real)
     silver_version = table_version(spark, TableRef("silver", "fixed_people"))
     moved = reprocess_source(spark, settings, ds, "people", KEY, "run-2")
     assert table_version(spark, TableRef("silver", "fixed_people")) == silver_version

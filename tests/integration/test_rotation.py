@@ -11,10 +11,10 @@ from pyspark.sql import SparkSession
 
 from lakestory.config import Settings
 from lakestory.errors import WrongKeyError
-from lakestory.ingestion import ingest_source
-from lakestory.privacy.erasure import forget
-from lakestory.privacy.rotation import rotate_key
-from lakestory.quality.refine import refine_source
+from lakestory.operations.erasure import forget
+from lakestory.operations.ingest import ingest_source
+from lakestory.operations.refine import refine_source
+from lakestory.operations.rotation import rotate_key
 from tests.integration.test_refine import dataset, land
 
 pytestmark = pytest.mark.slow

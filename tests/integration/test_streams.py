@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from lakestory.ingestion.streams import rescanned
+from lakestory.io.commits import rescanned
 
 
 def _batches(spark: SparkSession, table: str, checkpoint: Path) -> list[tuple[bool, list, list]]:

@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 from lakestory.config import Settings
 from lakestory.config.models import Dataset
 from lakestory.errors import WrongKeyError
-from lakestory.privacy.vault import mint_ids, read_vault, vault_table, with_artificial_ids
+from lakestory.io import Catalog, Shell
+from lakestory.privacy.vault import mint_ids, read_vault, with_artificial_ids
 
 KEY = b"vault-test-key-0123456789abcdef0123"
 
@@ -23,8 +24,14 @@ def _tokens(spark: SparkSession, names: list[str | None]) -> object:
     return spark.createDataFrame([(n,) for n in names], "token string")
 
 
+def _mint(
+    spark: SparkSession, settings: Settings, dataset: Dataset, tokens: object, key: bytes
+) -> int:
+    return mint_ids(Shell(spark, settings), Catalog(dataset, settings), tokens, key)  # type: ignore[arg-type]
+
+
 def _ids(spark: SparkSession, settings: Settings, dataset: Dataset) -> dict[str, str]:
-    vault = spark.read.format("delta").load(str(vault_table(dataset).path(settings)))
+    vault = Shell(spark, settings).read(Catalog(dataset).vault())
     rows = vault.collect()
     assert len(rows) == len({r.token for r in rows})  # one id per token
     return {r.token: r.id for r in rows}
@@ -35,15 +42,23 @@ def test_ids_are_random_and_minted_once(
 ) -> None:
     dataset = customers.model_copy(update={"name": "vault_once"})
     first = ["t1", "t2", "t2", None, "t3", "t4", "t5"]
-    assert mint_ids(spark, settings, dataset, _tokens(spark, first), KEY) == 5
+    assert _mint(spark, settings, dataset, _tokens(spark, first), KEY) == 5
     ids = _ids(spark, settings, dataset)
     assert set(ids) == {"t1", "t2", "t3", "t4", "t5"}
     assert all(UUID4.fullmatch(i) for i in ids.values()) and len(set(ids.values())) == 5
-    assert mint_ids(spark, settings, dataset, _tokens(spark, ["t4", "t5", "t6", "t7"]), KEY) == 2
+    assert (
+        mint_ids(
+            Shell(spark, settings),
+            Catalog(dataset, settings),
+            _tokens(spark, ["t4", "t5", "t6", "t7"]),
+            KEY,
+        )
+        == 2
+    )
     again = _ids(spark, settings, dataset)
     assert {t: again[t] for t in ids} == ids  # a known token keeps its id
     assert len(again) == 7
-    assert mint_ids(spark, settings, dataset, _tokens(spark, first), KEY) == 0
+    assert _mint(spark, settings, dataset, _tokens(spark, first), KEY) == 0
     assert _ids(spark, settings, dataset) == again
 
 
@@ -51,7 +66,9 @@ def test_concurrent_runs_never_mint_two_ids_for_one_token(
     spark: SparkSession, settings: Settings, customers: Dataset
 ) -> None:
     dataset = customers.model_copy(update={"name": "vault_race"})
-    mint_ids(spark, settings, dataset, _tokens(spark, ["seed"]), KEY)  # the table exists
+    mint_ids(
+        Shell(spark, settings), Catalog(dataset, settings), _tokens(spark, ["seed"]), KEY
+    )  # the table exists
     batches = [[f"t{i}" for i in range(0, 300)], [f"t{i}" for i in range(150, 450)]]
     start = threading.Barrier(len(batches))
     minted: list[int] = []
@@ -61,7 +78,7 @@ def test_concurrent_runs_never_mint_two_ids_for_one_token(
         frame = _tokens(spark, list(names))
         start.wait()
         try:
-            minted.append(mint_ids(spark, settings, dataset, frame, KEY))
+            minted.append(_mint(spark, settings, dataset, frame, KEY))
         except BaseException as exc:  # reported below, not lost in the thread
             errors.append(exc)
 
@@ -80,10 +97,10 @@ def test_tokens_are_replaced_by_their_ids(
     spark: SparkSession, settings: Settings, customers: Dataset
 ) -> None:
     dataset = customers.model_copy(update={"name": "vault_lookup"})
-    mint_ids(spark, settings, dataset, _tokens(spark, ["a", "b"]), KEY)
+    _mint(spark, settings, dataset, _tokens(spark, ["a", "b"]), KEY)
     ids = _ids(spark, settings, dataset)
     rows = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3), (None, 4)], "tok string, n int")
-    vault = read_vault(spark, settings, dataset)
+    vault = read_vault(Shell(spark, settings), Catalog(dataset, settings))
     out = rows.transform(with_artificial_ids(vault, {"tok": "person_id"}))
     assert out.columns == ["n", "person_id"]
     got = {r.n: r.person_id for r in out.orderBy(F.col("n")).collect()}
@@ -94,9 +111,9 @@ def test_a_vault_refuses_tokens_of_another_key(
     spark: SparkSession, settings: Settings, customers: Dataset
 ) -> None:
     dataset = customers.model_copy(update={"name": "vault_keyed"})
-    mint_ids(spark, settings, dataset, _tokens(spark, ["a"]), KEY)
+    _mint(spark, settings, dataset, _tokens(spark, ["a"]), KEY)
     other = b"another-key-0123456789abcdef0123456"
     with pytest.raises(WrongKeyError, match="fingerprint") as caught:
-        mint_ids(spark, settings, dataset, _tokens(spark, ["b"]), other)
+        _mint(spark, settings, dataset, _tokens(spark, ["b"]), other)
     assert KEY.decode() not in str(caught.value) and other.decode() not in str(caught.value)
     assert len(_ids(spark, settings, dataset)) == 1

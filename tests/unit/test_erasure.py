@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lakestory.config import ConfigError, Dataset
-from lakestory.privacy.erasure import read_subjects
+from lakestory.operations.erasure import read_subjects
 
 
 def test_subjects_are_named_by_identifier_columns(tmp_path: Path, customers: Dataset) -> None:

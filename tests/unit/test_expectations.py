@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from lakestory.config import ConfigError, Dataset
 from lakestory.config.models import Expectation, Source
-from lakestory.quality.refine import validate_expectations
+from lakestory.operations.refine import validate_expectations
 from lakestory.quality.rules import REASONS, Checks, expression, from_expectation, split
 
 PEOPLE = "id string, age int, email string, country string"

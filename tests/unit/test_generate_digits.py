@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from lakestory.demo.digits import MANIFEST_HEADER, UNKNOWN_LABEL, generate_digits, main
+from lakestory.cli import main
+from lakestory.demo.digits import MANIFEST_HEADER, UNKNOWN_LABEL, generate_digits
+from tests.conftest import CONF
 
 
 def _manifest_rows(paths: list[Path]) -> list[tuple[Path, str, str]]:
@@ -138,10 +140,12 @@ def test_rejects_impossible_arguments(tmp_path: Path) -> None:
         generate_digits(tmp_path, drops=4, limit=3)
 
 
-def test_main_writes_the_landing_and_summarises_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_the_generate_command_writes_the_landing_and_summarises_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--landing", str(tmp_path), "--drops", "3", "--seed", "1", "--limit", "60"]
+    monkeypatch.setenv("LAKESTORY_ROOT", str(tmp_path))
+    args = ["generate", "digits", "--drops", "3", "--seed", "1", "--conf-dir", str(CONF)]
     assert main(args) == 0
-    assert "images=60" in capsys.readouterr().out
-    assert len(list((tmp_path / "digits" / "labels").glob("labels_*.csv"))) == 3
+    images = len(list((tmp_path / "landing" / "digits" / "images").rglob("*.png")))
+    assert f"wrote {images} images" in capsys.readouterr().out
+    assert len(list((tmp_path / "landing" / "digits" / "labels").glob("labels_*.csv"))) == 3

@@ -9,6 +9,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config.models import Outlier, Source
+from lakestory.io.upsert import newer
+from lakestory.privacy.pseudonyms import with_pseudonyms
 from lakestory.quality import (
     REASONS,
     count_duplicates,
@@ -17,9 +19,9 @@ from lakestory.quality import (
     not_null,
     split,
 )
+from lakestory.quality.casting import with_declared_types
 from lakestory.quality.outliers import OUTLIERS, fences, flag_and_clip, quarantine_rules
-from lakestory.quality.refine import rules_for, with_declared_types, with_pseudonyms
-from lakestory.quality.upsert import newer
+from lakestory.quality.source_rules import rules_for
 
 
 def test_split_names_every_failed_rule(spark: SparkSession) -> None:

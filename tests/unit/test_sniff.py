@@ -6,7 +6,6 @@ import codecs
 
 import pytest
 
-from lakestory.ingestion.landing import SNIFF_BYTES
 from lakestory.ingestion.structured import (
     Decoding,
     sample_csv,
@@ -14,6 +13,7 @@ from lakestory.ingestion.structured import (
     sniff_csv_header,
     sniff_decoding,
 )
+from lakestory.io.files import SNIFF_BYTES
 
 
 @pytest.mark.parametrize(

@@ -175,3 +175,87 @@ def test_augmentation_moves_train_batches_only(images: Path) -> None:
         assert a["train_loss"] != b["train_loss"]
     assert moved["history"] == again["history"]  # seeded: the same shifts and rotations
     assert plain["metrics"]["test_loss"] == moved["metrics"]["test_loss"]
+
+
+def test_a_rank_trains_on_its_shards_that_give_rows() -> None:
+    from lakestory.training.loop import own_shards
+
+    slices = [3, 3, 2, 0]  # the last shard gives no rows to a global batch of 8
+    assert own_shards(slices, rank=0, world=2) == [0, 2]
+    assert own_shards(slices, rank=1, world=2) == [1]
+    assert own_shards(slices, rank=0, world=1) == [0, 1, 2]
+    with pytest.raises(ValueError, match="4 feed shards do not divide among 3"):
+        own_shards(slices, rank=0, world=3)
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    from lakestory.training.strategy import DDPBackend, backend_for
+
+    assert isinstance(backend_for(None), DDPBackend)  # the unit tests' plain process
+    with pytest.raises(ValueError, match="unknown training backend 'mpi'"):
+        backend_for("mpi")
+
+
+def _ddp_rank(rank: int, folder: str, port: int) -> None:
+    """One of two gloo processes, as torchrun would start them: two micro-batches of a step
+    of a linear model, each rank from other weights and on other inputs."""
+    import os
+
+    import torch
+
+    from lakestory.training.strategy import DDPBackend
+
+    os.environ.update(
+        WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    backend = DDPBackend()
+    backend.setup()
+    torch.manual_seed(rank)
+    model = torch.nn.Linear(2, 1, bias=False)
+    initial = model.weight.detach().clone()
+    trained, _ = backend.wrap(model, torch.optim.SGD(model.parameters(), lr=0.1), 2)
+    x = torch.full((1, 2), float(rank + 1))
+    with backend.no_sync(trained):
+        trained(x).sum().backward()
+    assert model.weight.grad is not None
+    first = model.weight.grad.clone()
+    trained(x).sum().backward()
+    out = {
+        "rank": backend.rank,
+        "world_size": backend.world_size,
+        "initial": initial,
+        "wrapped": model.weight.detach().clone(),
+        "first": first,
+        "last": model.weight.grad.clone(),
+        "object": backend.broadcast_object(f"rank {rank}"),
+        "result": backend.share_result({"rank": rank}),
+    }
+    backend.shutdown()
+    torch.save(out, Path(folder) / f"{rank}.pt")
+
+
+def test_ddp_averages_the_gradients_at_the_last_micro_batch_only(tmp_path: Path) -> None:
+    """Two real gloo processes: rank 0's weights and objects reach both, and the gradients
+    accumulate locally until the backward pass outside `no_sync` averages them."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_rank, args=(str(tmp_path), port), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(2)]
+
+    assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert not torch.equal(ranks[0]["initial"], ranks[1]["initial"])  # seeded differently
+    for r in ranks:
+        assert torch.equal(r["wrapped"], ranks[0]["initial"])
+        assert r["object"] == "rank 0" and r["result"] == {"rank": 0}
+    # d(sum of w.x)/dw = x: (1, 1) on rank 0 and (2, 2) on rank 1, each micro-batch
+    assert ranks[0]["first"].tolist() == [[1.0, 1.0]]
+    assert ranks[1]["first"].tolist() == [[2.0, 2.0]]
+    for r in ranks:  # the mean of 2 x (1, 1) and 2 x (2, 2)
+        assert r["last"].tolist() == [[3.0, 3.0]]

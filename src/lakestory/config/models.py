@@ -17,13 +17,15 @@ from pydantic import (
     model_validator,
 )
 
+from lakestory.columns import FILE_MODIFICATION_TIME, INGESTED_AT
+
 SparkType = Literal["string", "int", "bigint", "double", "float", "boolean", "date", "timestamp"]
 TokenKind = Literal["id", "email", "phone"]
 Generalisation = Literal["year", "age_band", "district"]
 # the suffix of the silver column that carries a tokenised identifier's artificial id
 PSEUDONYM = "pseudonym"
 # bronze's metadata columns an age may be taken at (`Personal.age_as_of`), beside the schema's
-AGE_AS_OF_METADATA = ("_ingested_at", "_file_modification_time")
+AGE_AS_OF_METADATA = (INGESTED_AT, FILE_MODIFICATION_TIME)
 
 
 class Frozen(BaseModel):
@@ -241,7 +243,7 @@ class Personal(Frozen):
     # `age_band`: the age in whole years on the date of `age_as_of` (a date or timestamp column
     # of the schema, or of bronze's metadata), rounded down to a multiple of `age_band_width`
     age_band_width: int = Field(default=10, ge=1, le=100)
-    age_as_of: str = "_ingested_at"
+    age_as_of: str = INGESTED_AT
 
     @model_validator(mode="after")
     def _phones_have_a_country(self) -> Personal:
@@ -804,7 +806,7 @@ class Dataset(Frozen):
         missing = [c for c in [feats.key, feats.label, *feats.columns] if c not in available]
         if missing:
             raise ValueError(
-                f"features refer to columns that silver.{self.name}_{feats.source} "
+                f"features refer to columns that the silver table of source {feats.source!r} "
                 f"will not have: {', '.join(missing)}"
             )
         for agg in feats.aggregates:

@@ -91,6 +91,85 @@ def _onnx_predict(path: Path) -> Predict:
     return lambda x: onnx_probabilities(session, x)
 
 
+def _export_and_quantize(
+    model: torch.nn.Module, x_test: np.ndarray, calibration: np.ndarray, paths: dict[str, Path]
+) -> tuple[int, float]:
+    """Write the three ONNX files to `paths`; return the graph's output classes and its parity
+    with torch (the largest difference on `x_test`).
+
+    Parity is checked before quantizing so that a graph that disagrees with torch (a
+    `ParityError`) stops the conversion before anything is derived from it.
+    """
+    export_onnx(model, x_test.shape[1], paths[ONNX_FP32])
+    classes = output_classes(paths[ONNX_FP32])
+    parity = check_parity(model, paths[ONNX_FP32], x_test)
+    quantize_int8(paths[ONNX_FP32], paths[INT8_DYNAMIC])
+    quantize_int8_static(paths[ONNX_FP32], paths[INT8_STATIC], calibration)
+    return classes, parity
+
+
+def _predictors(model: torch.nn.Module, paths: dict[str, Path]) -> dict[str, Predict]:
+    """The four artifacts as predict functions, torch first, then the ONNX files in `FILES`
+    order (the order of the report's figures)."""
+    predictors: dict[str, Predict] = {TORCH_FP32: _torch_predict(model)}
+    predictors.update({artifact: _onnx_predict(paths[artifact]) for artifact in FILES})
+    return predictors
+
+
+def _row_by_row(predict: Predict, x: np.ndarray) -> np.ndarray:
+    """`predict` on each row of `x` alone: compared with one call on all of `x`, it shows
+    whether an artifact's output depends on the batch a row comes in."""
+    return np.concatenate([predict(x[i : i + 1]) for i in range(len(x))])
+
+
+def _size_bytes(artifact: str, model: torch.nn.Module, paths: dict[str, Path]) -> int:
+    """An artifact's size: the torch model's state dict, or the ONNX file."""
+    return state_dict_bytes(model) if artifact == TORCH_FP32 else paths[artifact].stat().st_size
+
+
+def _measure(
+    model: torch.nn.Module,
+    predictors: dict[str, Predict],
+    paths: dict[str, Path],
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+) -> list[Figures]:
+    """Each artifact's size, speed and quality on the test split, in `predictors` order.
+
+    Accuracy drop and agreement are measured against the fp32 ONNX graph, the reference the
+    int8 files are quantized from.
+    """
+    probabilities = {a: predict(x_test) for a, predict in predictors.items()}
+    alone = {a: _row_by_row(predict, x_test) for a, predict in predictors.items()}
+    reference = probabilities[ONNX_FP32]
+    batch = x_test[np.arange(THROUGHPUT_BATCH) % len(x_test)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ONNX sessions run on one thread too
+    try:
+        figures = []
+        for artifact, predict in predictors.items():
+            p50, p95 = latency_ms(predict, x_test[:1])
+            p = probabilities[artifact]
+            figures.append(
+                Figures(
+                    artifact=artifact,
+                    file=FILES.get(artifact, "state dict (torch.save)"),
+                    bytes=_size_bytes(artifact, model, paths),
+                    latency_p50_ms=p50,
+                    latency_p95_ms=p95,
+                    throughput_rows_s=throughput(predict, batch),
+                    accuracy=accuracy(p, y_test),
+                    f1=f1(p, y_test),
+                    agreement=agreement(p, reference),
+                    accuracy_drop=accuracy(reference, y_test) - accuracy(p, y_test),
+                    batch_max_abs_diff=float(np.max(np.abs(alone[artifact] - p))),
+                )
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return figures
+
+
 def convert(
     model: torch.nn.Module,
     model_name: str,
@@ -117,49 +196,8 @@ def convert(
     calibration = arrays[f"x_{split}"][:calibration_rows]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {artifact: out_dir / name for artifact, name in FILES.items()}
-    export_onnx(model, x_test.shape[1], paths[ONNX_FP32])
-    classes = output_classes(paths[ONNX_FP32])
-    parity = check_parity(model, paths[ONNX_FP32], x_test)
-    quantize_int8(paths[ONNX_FP32], paths[INT8_DYNAMIC])
-    quantize_int8_static(paths[ONNX_FP32], paths[INT8_STATIC], calibration)
-
-    predictors: dict[str, Predict] = {TORCH_FP32: _torch_predict(model)}
-    predictors.update({artifact: _onnx_predict(paths[artifact]) for artifact in FILES})
-    probabilities = {a: predict(x_test) for a, predict in predictors.items()}
-    alone = {
-        a: np.concatenate([predict(x_test[i : i + 1]) for i in range(len(x_test))])
-        for a, predict in predictors.items()
-    }
-    reference = probabilities[ONNX_FP32]
-    batch = x_test[np.arange(THROUGHPUT_BATCH) % len(x_test)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the ONNX sessions run on one thread too
-    try:
-        figures = []
-        for artifact, predict in predictors.items():
-            p50, p95 = latency_ms(predict, x_test[:1])
-            p = probabilities[artifact]
-            figures.append(
-                Figures(
-                    artifact=artifact,
-                    file=FILES.get(artifact, "state dict (torch.save)"),
-                    bytes=(
-                        state_dict_bytes(model)
-                        if artifact == TORCH_FP32
-                        else paths[artifact].stat().st_size
-                    ),
-                    latency_p50_ms=p50,
-                    latency_p95_ms=p95,
-                    throughput_rows_s=throughput(predict, batch),
-                    accuracy=accuracy(p, y_test),
-                    f1=f1(p, y_test),
-                    agreement=agreement(p, reference),
-                    accuracy_drop=accuracy(reference, y_test) - accuracy(p, y_test),
-                    batch_max_abs_diff=float(np.max(np.abs(alone[artifact] - p))),
-                )
-            )
-    finally:
-        torch.set_num_threads(threads)
+    classes, parity = _export_and_quantize(model, x_test, calibration, paths)
+    figures = _measure(model, _predictors(model, paths), paths, x_test, y_test)
 
     report = ConversionReport(
         model_name=model_name,

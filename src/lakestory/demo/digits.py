@@ -15,12 +15,11 @@ So ``images_written == images + duplicate_images`` and the non-empty manifest la
 differ from the truth number ``wrong_labels + label_conflicts``.
 
 Example:
-    python -m lakestory.demo.digits --landing /tmp/landing --drops 2 --limit 500
+    lakestory generate digits --drops 2  # into <root>/landing
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from dataclasses import dataclass, field
@@ -185,31 +184,3 @@ def generate_digits(
     return GeneratedDigits(
         image_files, manifest_files, n, n + dups, n + dups, dirt, dict(sorted(true_labels.items()))
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: generate a digits landing zone and print a one-line summary.
-
-    Args:
-        argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        Exit status 0.
-    """
-    parser = argparse.ArgumentParser(description="Generate a dirty digits landing zone.")
-    parser.add_argument("--landing", type=Path, required=True, help="landing zone root")
-    parser.add_argument("--drops", type=int, default=2, help="number of drops")
-    parser.add_argument("--seed", type=int, default=7, help="random seed")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N images only")
-    args = parser.parse_args(argv)
-    g = generate_digits(args.landing, drops=args.drops, seed=args.seed, limit=args.limit)
-    print(
-        f"landing={args.landing} images={g.images} images_written={g.images_written} "
-        f"manifest_rows={g.manifest_rows} manifests={len(g.manifest_files)} dirt="
-        + ",".join(f"{k}:{v}" for k, v in g.dirt.items())
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,12 +9,11 @@ Transactions follow the same scheme: txn_malformed, txn_bad_amounts and txn_miss
 change lines, txn_duplicates adds lines.
 
 Example:
-    python -m lakestory.demo.generate --landing /tmp/landing --rows 5000 --drops 3
+    lakestory generate customers --rows 5000 --drops 3  # into <root>/landing
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from collections.abc import Iterable, Iterator
@@ -357,31 +356,3 @@ def generate_customers(
         account_rows += int(cb[d + 1] - cb[d]) + len(mine)
         txn_rows += seq.size
     return GeneratedLanding(accounts, transactions, rows, account_rows, txn_rows, dirt)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: generate a landing zone and print a one-line summary.
-
-    Args:
-        argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        Exit status 0.
-    """
-    parser = argparse.ArgumentParser(description="Generate a dirty customers landing zone.")
-    parser.add_argument("--landing", type=Path, required=True, help="landing zone root")
-    parser.add_argument("--rows", type=int, default=5000, help="number of customers")
-    parser.add_argument("--drops", type=int, default=3, help="number of file drops")
-    parser.add_argument("--seed", type=int, default=7, help="random seed")
-    args = parser.parse_args(argv)
-    g = generate_customers(args.landing, rows=args.rows, drops=args.drops, seed=args.seed)
-    print(
-        f"landing={args.landing} customers={g.customers} account_rows={g.account_rows} "
-        f"transaction_rows={g.transaction_rows} files={len(g.accounts_files)}+"
-        f"{len(g.transactions_files)} dirt=" + ",".join(f"{k}:{v}" for k, v in g.dirt.items())
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,6 +10,7 @@ def run_demo(settings: Settings, datasets: list[Dataset], rows: int) -> int:
     from lakestory import session
     from lakestory.demo.digits import generate_digits
     from lakestory.demo.generate import generate_customers
+    from lakestory.io.catalog import landing_root
     from lakestory.pipeline import STAGES, Context, run_stages
     from lakestory.summary import summary
 
@@ -18,12 +19,13 @@ def run_demo(settings: Settings, datasets: list[Dataset], rows: int) -> int:
             f"created a local token key in {settings.privacy.key_file} (mode 0600); "
             f"set {settings.privacy.key_env} to use another"
         )
-    landing = generate_customers(settings.root / "landing", rows=rows)
+    root = landing_root(settings)
+    landing = generate_customers(root, rows=rows)
     print(
         f"landing: {len(landing.accounts_files)} account drops, "
-        f"{len(landing.transactions_files)} transaction drops under {settings.root / 'landing'}"
+        f"{len(landing.transactions_files)} transaction drops under {root}"
     )
-    digits = generate_digits(settings.root / "landing")
+    digits = generate_digits(root)
     print(f"landing: {digits.images_written} digit images and {digits.manifest_rows} labels")
     spark = session.build(settings)
     for dataset in datasets:

@@ -7,9 +7,7 @@ from lakestory.features.build import (
     build_features,
     feature_frame,
     feature_inputs,
-    features_table,
     load_params,
-    params_table,
     read_params,
 )
 from lakestory.features.images import ImageParams
@@ -37,10 +35,8 @@ __all__ = [
     "build_features",
     "feature_inputs",
     "feature_frame",
-    "features_table",
     "fit",
     "load_params",
-    "params_table",
     "prepared",
     "read_params",
     "split_bucket",

@@ -25,7 +25,7 @@ from lakestory.features.images import (
 )
 from lakestory.features.split import SPLIT_COLUMN, with_split
 from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
-from lakestory.io import TableRef, append, exists, local_frame, overwrite, read
+from lakestory.io import Catalog, Shell, TableRef, exists, local_frame, read
 
 LABEL_COLUMN = "label"
 PARAMS_VERSION_COLUMN = "feature_params_version"
@@ -40,37 +40,25 @@ def load_params(text: str, version: int | None = None) -> Params:
     return FeatureParams.from_json(text, version)
 
 
-def features_table(dataset: Dataset) -> TableRef:
-    return TableRef("gold", f"{dataset.name}_features")
-
-
-def params_table(dataset: Dataset) -> TableRef:
-    return TableRef("gold", f"{dataset.name}_feature_params")
-
-
-def silver_ref(dataset: Dataset, source_name: str) -> TableRef:
-    return TableRef("silver", f"{dataset.name}_{source_name}")
-
-
 def feature_inputs(dataset: Dataset) -> list[TableRef]:
     """The tables a features build reads: the silver tables of the structured sources, or
     for images bronze's images and silver's labels."""
     if dataset.image_spec is not None:
         return [bronze_images(dataset), silver_labels(dataset)]
-    return [silver_ref(dataset, name) for name in dataset.structured()]
+    return [Catalog(dataset).silver(name) for name in dataset.structured()]
 
 
 def feature_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     """One row per key of the main source: key, label, the feature columns (nullable) and, for
     a split by time, its time column."""
     feats = dataset.feature_spec
-    main = read(spark, silver_ref(dataset, feats.source))
+    main = read(spark, Catalog(dataset).silver(feats.source))
     when = [feats.split.time_column] if feats.split.time_column else []
     frame = main.select(feats.key, feats.label, *feats.columns, *when)
     for source_name in dict.fromkeys(a.source for a in feats.aggregates):
         aggs = [a for a in feats.aggregates if a.source == source_name]
         grouped = (
-            read(spark, silver_ref(dataset, source_name))
+            read(spark, Catalog(dataset).silver(source_name))
             .groupBy(feats.key)
             .agg(*[F.expr(a.expr).alias(a.name) for a in aggs])
         )
@@ -101,16 +89,17 @@ def params_frame(spark: SparkSession, params: Params, train_rows: int) -> DataFr
 
 def read_params(spark: SparkSession, dataset: Dataset, version: int) -> Params:
     """The fitted parameters stored under `version`."""
-    rows = read(spark, params_table(dataset)).where(F.col("version") == version).collect()
+    table = Catalog(dataset).feature_params()
+    rows = read(spark, table).where(F.col("version") == version).collect()
     if not rows:
-        raise LookupError(f"{params_table(dataset)} has no parameters of version {version}")
+        raise LookupError(f"{table} has no parameters of version {version}")
     return load_params(rows[0]["params"], version)
 
 
 def _next_version(spark: SparkSession, dataset: Dataset) -> int:
-    if not exists(spark, params_table(dataset)):
+    if not exists(spark, Catalog(dataset).feature_params()):
         return 1
-    last = read(spark, params_table(dataset)).agg(F.max("version")).first()
+    last = read(spark, Catalog(dataset).feature_params()).agg(F.max("version")).first()
     return 1 if last is None or last[0] is None else int(last[0]) + 1
 
 
@@ -151,8 +140,9 @@ def _write(
         FEATURES_COLUMN,
         F.lit(params.version).cast("bigint").alias(PARAMS_VERSION_COLUMN),
     )
-    append(params_frame(spark, params, train_rows), settings, params_table(dataset))
-    return overwrite(gold, settings, features_table(dataset))
+    shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
+    shell.append(params_frame(spark, params, train_rows), catalog.feature_params())
+    return shell.replace(gold, catalog.features())
 
 
 def build_image_features(

@@ -20,10 +20,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakestory.columns import FILE_MODIFICATION_TIME, SOURCE_FILE
 from lakestory.config import Dataset
 from lakestory.config.models import ImageFeatures
 from lakestory.features.transforms import FEATURES_COLUMN
-from lakestory.io import TableRef, read
+from lakestory.io import Catalog, TableRef, read
 from lakestory.quality.labels import file_name, url_file_name
 
 FILE_COLUMN = "file_name"  # the images' file name, in features and predictions
@@ -62,13 +63,13 @@ class ImageParams:
 
 
 def bronze_images(dataset: Dataset) -> TableRef:
-    feats = _spec(dataset)
-    return TableRef("bronze", f"{dataset.name}_{feats.images}")
+    """The bronze table of the image files."""
+    return Catalog(dataset).bronze(_spec(dataset).images)
 
 
 def silver_labels(dataset: Dataset) -> TableRef:
-    feats = _spec(dataset)
-    return TableRef("silver", f"{dataset.name}_{feats.labels}")
+    """The silver table of the images' labels."""
+    return Catalog(dataset).silver(_spec(dataset).labels)
 
 
 def _spec(dataset: Dataset) -> ImageFeatures:
@@ -114,8 +115,8 @@ def image_frame(spark: SparkSession, dataset: Dataset) -> DataFrame:
     pixels; null when the file does not decode to the configured size)."""
     feats = _spec(dataset)
     bronze = read(spark, bronze_images(dataset)).where(F.col("error").isNull())
-    latest = bronze.groupBy(url_file_name(F.col("_source_file")).alias(FILE_COLUMN)).agg(
-        F.max_by(F.struct("sha256", "content", "_source_file"), "_file_modification_time").alias(
+    latest = bronze.groupBy(url_file_name(F.col(SOURCE_FILE)).alias(FILE_COLUMN)).agg(
+        F.max_by(F.struct("sha256", "content", SOURCE_FILE), FILE_MODIFICATION_TIME).alias(
             "__latest"
         )
     )

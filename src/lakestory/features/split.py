@@ -17,14 +17,11 @@ session: the hash is xxhash64 of the key's text and the seed; a ranking breaks t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakestory.columns import Transform
 from lakestory.config.models import Split
-
-Transform = Callable[[DataFrame], DataFrame]
 
 SPLIT_COLUMN = "split"
 _BUCKET, _STRATUM, _TIME = "__split_bucket", "__split_stratum", "__split_time"

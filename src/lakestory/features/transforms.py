@@ -18,7 +18,6 @@ statistics throughout (`median`, `percentile`), so that a fit is a function of t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lakestory import columns
 from lakestory.config.models import Features, Transform
 
 FEATURES_COLUMN = "features"
@@ -230,7 +230,7 @@ def encoded(params: FeatureParams) -> list[Column]:
     return values
 
 
-def with_feature_vector(params: FeatureParams) -> Callable[[DataFrame], DataFrame]:
+def with_feature_vector(params: FeatureParams) -> columns.Transform:
     """Add `features`, the raw input vector (array<double>) in the order of `params.inputs`."""
 
     def _apply(df: DataFrame) -> DataFrame:

@@ -27,19 +27,14 @@ from lakestory.features import (
     feature_frame,
     with_feature_vector,
 )
-from lakestory.features.build import silver_ref
 from lakestory.features.images import FILE_COLUMN, bronze_images, image_frame
-from lakestory.io import TableRef, exists, overwrite, read, table_version
+from lakestory.io import Catalog, Shell, TableRef, exists, read, table_version
 
 if TYPE_CHECKING:
     from pyspark import Broadcast
 
 THRESHOLD = 0.5
 MODEL_NAME, MODEL_VERSION, INPUT_VERSION = "model_name", "model_version", "input_version"
-
-
-def predictions_table(dataset: Dataset) -> TableRef:
-    return TableRef("gold", f"{dataset.name}_predictions")
 
 
 def scored_tables(dataset: Dataset) -> list[TableRef]:
@@ -49,7 +44,7 @@ def scored_tables(dataset: Dataset) -> list[TableRef]:
         return [bronze_images(dataset)]
     feats = dataset.feature_spec
     names = dict.fromkeys([feats.source, *(a.source for a in feats.aggregates)])
-    return [silver_ref(dataset, name) for name in names]
+    return [Catalog(dataset).silver(name) for name in names]
 
 
 class _Worker:
@@ -185,7 +180,7 @@ def score_dataset(
     scored by file name (`file_name`) with the most probable class and every class's
     probability.
     """
-    target = predictions_table(dataset)
+    target = Catalog(dataset).predictions()
     inputs = input_version(spark, dataset)
     if _holds(spark, target, (model_name, model_version), inputs):
         version = table_version(spark, target)
@@ -206,4 +201,4 @@ def score_dataset(
         F.lit(inputs).alias(INPUT_VERSION),
         F.lit(datetime.now(timezone.utc).replace(tzinfo=None)).cast("timestamp").alias("scored_at"),
     )
-    return Scored(overwrite(scored, settings, target), True, inputs)
+    return Scored(Shell(spark, settings).replace(scored, target), True, inputs)

@@ -1,21 +1,6 @@
-"""Sources and the bronze writer."""
+"""Sources: landing files read by format (structured text, binary media) into bronze's rows,
+and the ingestion log. The stage that runs them is `lakestory.operations.ingest`."""
 
-from lakestory.ingestion.bronze import (
-    METADATA_COLUMNS,
-    IngestResult,
-    bronze_table,
-    ingest_source,
-    landing_path,
-)
-from lakestory.ingestion.structured import CORRUPT, DECODE_ERROR, RESCUED
+from lakestory.ingestion.structured import read_structured
 
-__all__ = [
-    "CORRUPT",
-    "DECODE_ERROR",
-    "METADATA_COLUMNS",
-    "RESCUED",
-    "IngestResult",
-    "bronze_table",
-    "ingest_source",
-    "landing_path",
-]
+__all__ = ["read_structured"]

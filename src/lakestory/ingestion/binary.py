@@ -16,10 +16,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakestory.columns import FILE_MODIFICATION_TIME, SOURCE_FILE
 from lakestory.config import BinarySource
-from lakestory.ingestion.landing import LandedFile
 from lakestory.ingestion.media import describe_batches, described_schema
 from lakestory.io import local_frame
+from lakestory.io.files import LandedFile
 
 
 def read_binary(spark: SparkSession, source: BinarySource, files: list[LandedFile]) -> DataFrame:
@@ -35,8 +36,8 @@ def read_binary(spark: SparkSession, source: BinarySource, files: list[LandedFil
     modified = local_frame(
         spark,
         [(f.path, datetime.fromtimestamp(f.modification_ms / 1000, timezone.utc)) for f in files],
-        "path string, _file_modification_time timestamp",
+        f"path string, {FILE_MODIFICATION_TIME} timestamp",
     )
     return described.join(F.broadcast(modified), "path", "left").withColumnRenamed(
-        "path", "_source_file"
+        "path", SOURCE_FILE
     )

@@ -11,20 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config import Settings
-from lakestory.io import TableRef, exists, local_frame, register
+from lakestory.io import (
+    INGESTION_FILES,
+    INGESTION_RUNS,
+    Shell,
+    TableRef,
+    exists,
+    local_frame,
+)
 
 # readers of the log select by dataset and source; statistics on the other columns would only
 # make every small append slower
-STATS = ("delta.dataSkippingStatsColumns", "dataset,source")
-
-INGESTION_FILES = TableRef("ops", "ingestion_files")
-SCHEMA_DRIFT = TableRef("ops", "schema_drift")
-INGESTION_RUNS = TableRef("ops", "ingestion_runs")
+STATS = ["dataset", "source"]
 
 FILES_SCHEMA = (
     "run_id string, dataset string, source string, stream_id string, batch_id bigint, "
@@ -70,39 +71,30 @@ class IngestionRun:
     bronze_version_after: int | None
 
 
-def logged(
-    spark: SparkSession, settings: Settings, table: TableRef, stream: str, batch: int
-) -> bool:
+def logged(shell: Shell, table: TableRef, stream: str, batch: int) -> bool:
     """Whether `table` already has rows of this stream's batch."""
-    path = str(table.path(settings))
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not shell.has(table):
         return False
-    rows = spark.read.format("delta").load(path)
+    rows = shell.read(table)
     return bool(rows.where((F.col("stream_id") == stream) & (F.col("batch_id") == batch)).take(1))
 
 
 def append_batch_log(
-    df: DataFrame, settings: Settings, table: TableRef, stream: str, batch: int, replay: bool
+    shell: Shell, df: DataFrame, table: TableRef, stream: str, batch: int, replay: bool
 ) -> None:
     """Append a streaming batch's log rows; a replayed batch's only if they are not there."""
-    if replay and logged(df.sparkSession, settings, table, stream, batch):
+    if replay and logged(shell, table, stream, batch):
         return
-    _append(df, settings, table)
+    shell.append(df, table, stats_columns=STATS)
 
 
-def _append(df: DataFrame, settings: Settings, table: TableRef) -> None:
-    df.write.format("delta").mode("append").option(*STATS).save(str(table.path(settings)))
-    register(df.sparkSession, settings, table)
+def append_files(shell: Shell, df: DataFrame) -> None:
+    shell.append(df, INGESTION_FILES, stats_columns=STATS)
 
 
-def append_files(df: DataFrame, settings: Settings) -> None:
-    _append(df, settings, INGESTION_FILES)
-
-
-def record_run(spark: SparkSession, settings: Settings, run: IngestionRun) -> None:
-    _append(
-        local_frame(spark, [tuple(asdict(run).values())], RUNS_SCHEMA), settings, INGESTION_RUNS
-    )
+def record_run(shell: Shell, run: IngestionRun) -> None:
+    row = local_frame(shell.spark, [tuple(asdict(run).values())], RUNS_SCHEMA)
+    shell.append(row, INGESTION_RUNS, stats_columns=STATS)
 
 
 def latest_runs(spark: SparkSession, dataset: str | None = None) -> DataFrame | None:

@@ -31,7 +31,6 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import reduce
 
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
@@ -49,15 +48,20 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from lakestory.columns import (
+    CORRUPT,
+    DECODE_ERROR,
+    FILE_MODIFICATION_TIME,
+    RESCUED,
+    ROW_HASH,
+    SOURCE_FILE,
+    union,
+)
 from lakestory.config import Source
-from lakestory.ingestion.landing import SNIFF_BYTES, head
 from lakestory.io import local_frame
+from lakestory.io.files import SNIFF_BYTES, head
 
-CORRUPT = "_corrupt_record"
-RESCUED = "_rescued"
-DECODE_ERROR = "_decode_error"
-ROW_HASH = "_row_hash"
-FILE_COLUMNS = ["_source_file", "_file_modification_time"]
+FILE_COLUMNS = [SOURCE_FILE, FILE_MODIFICATION_TIME]
 FLAG_COLUMNS = [RESCUED, CORRUPT, DECODE_ERROR]
 FALLBACK_ENCODING = "ISO-8859-1"
 REPLACEMENT = "\ufffd"
@@ -325,8 +329,8 @@ def _shape(
         *cols,
         rescued_json.cast("string").alias(RESCUED),
         corrupt.cast("string").alias(CORRUPT),
-        F.col("_metadata.file_path").alias("_source_file"),
-        F.col("_metadata.file_modification_time").alias("_file_modification_time"),
+        F.col("_metadata.file_path").alias(SOURCE_FILE),
+        F.col("_metadata.file_modification_time").alias(FILE_MODIFICATION_TIME),
     )
 
 
@@ -403,7 +407,7 @@ def _read_csv(
         shaped = _shape(df, found, source, bronze_columns, tuple(group), batch)
         frames.append(_flag_and_hash(shaped, decoding))
         batch.encodings.update({path: decoding.encoding for path in group})
-    batch.frame = _union(frames)
+    batch.frame = union(frames, allow_missing=True)
     return batch
 
 
@@ -430,7 +434,7 @@ def _read_json(
         shaped = _shape(df, text, source, bronze_columns, tuple(group), batch)
         frames.append(_flag_and_hash(shaped, decoding))
         batch.encodings.update({path: decoding.encoding for path in group})
-    batch.frame = _union(frames)
+    batch.frame = union(frames, allow_missing=True)
     return batch
 
 
@@ -463,14 +467,8 @@ def _read_parquet(
         _type_drift(found, source, tuple(group), batch)
         frames.append(_flag_and_hash(shaped, None))
         batch.encodings.update({path: "parquet" for path in group})
-    batch.frame = _union(frames)
+    batch.frame = union(frames, allow_missing=True)
     return batch
-
-
-def _union(frames: list[DataFrame]) -> DataFrame | None:
-    if not frames:
-        return None
-    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
 READERS = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}

@@ -12,10 +12,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Settings
+from lakestory.io.catalog import STAGE_RUNS
 from lakestory.io.local import local_frame
-from lakestory.io.tables import TableRef, append, exists
+from lakestory.io.shell import Shell
+from lakestory.io.tables import exists
 
-STAGE_RUNS = TableRef("ops", "stage_runs")
 SCHEMA = (
     "run_id string, dataset string, stage string, inputs string, outputs string, "
     "finished_at timestamp"
@@ -62,4 +63,4 @@ def record_run(spark: SparkSession, settings: Settings, run: StageRun) -> None:
         json.dumps(run.outputs, sort_keys=True),
         datetime.now(timezone.utc).replace(tzinfo=None),
     )
-    append(local_frame(spark, [row], SCHEMA), settings, STAGE_RUNS)
+    Shell(spark, settings).append(local_frame(spark, [row], SCHEMA), STAGE_RUNS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ LAYERS = ("bronze", "silver", "gold", "quarantine", "ops", "restricted")
 # the layer of the links back from pseudonyms to people (the token vault): its folder is kept
 # readable by its owner only
 RESTRICTED = "restricted"
+_TABLE = re.compile(r"^([a-z]+)\.([a-z_][a-z0-9_]*)$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,15 @@ class TableRef:
         if self.layer not in LAYERS:
             raise ValueError(f"unknown layer {self.layer!r}; expected one of {LAYERS}")
 
+    @classmethod
+    def parse(cls, name: str) -> TableRef:
+        """`silver.customers_accounts` -> TableRef; a ValueError names the layers if it is
+        not one."""
+        match = _TABLE.match(name)
+        if not match or match.group(1) not in LAYERS:
+            raise ValueError(f"{name!r} is not a table name <layer>.<name>, layer one of {LAYERS}")
+        return cls(match.group(1), match.group(2))
+
     @property
     def qualified(self) -> str:
         return f"{self.layer}.{self.name}"
@@ -36,11 +47,6 @@ class TableRef:
 
     def __str__(self) -> str:
         return self.qualified
-
-
-def checkpoint_path(settings: Settings, table: TableRef) -> Path:
-    """One streaming checkpoint per table."""
-    return settings.root / "_checkpoints" / table.layer / table.name
 
 
 # What this process has already found or made in each session's metastore (layer databases,
@@ -73,6 +79,12 @@ def private_folder(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     if stat.S_IMODE(path.stat().st_mode) != 0o700:
         path.chmod(0o700)
+
+
+def stored(settings: Settings, qualified: str) -> bool:
+    """Whether the warehouse has a Delta table `<layer>.<name>` on disk."""
+    layer, _, name = qualified.partition(".")
+    return (settings.root / layer / name / "_delta_log").is_dir()
 
 
 def exists(spark: SparkSession, table: TableRef) -> bool:
@@ -119,28 +131,3 @@ def table_version(spark: SparkSession, table: TableRef) -> int | None:
         return None
     row = spark.sql(f"DESCRIBE HISTORY {table.qualified} LIMIT 1").select("version").first()
     return None if row is None else int(row[0])
-
-
-def _registered_version(spark: SparkSession, settings: Settings, table: TableRef) -> int:
-    """Register a table just written at its path and return its latest version."""
-    register(spark, settings, table)
-    version = table_version(spark, table)
-    assert version is not None
-    return version
-
-
-def overwrite(df: DataFrame, settings: Settings, table: TableRef) -> int:
-    """Replace the table's content in one Delta commit (idempotent); returns the new version."""
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    writer.save(str(table.path(settings)))
-    return _registered_version(df.sparkSession, settings, table)
-
-
-def append(df: DataFrame, settings: Settings, table: TableRef, merge_schema: bool = False) -> int:
-    """Append the rows of `df` in one Delta commit; returns the new version. With
-    `merge_schema`, columns the table lacks are added to it."""
-    writer = df.write.format("delta").mode("append")
-    if merge_schema:
-        writer = writer.option("mergeSchema", "true")
-    writer.save(str(table.path(settings)))
-    return _registered_version(df.sparkSession, settings, table)

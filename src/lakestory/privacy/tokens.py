@@ -16,14 +16,12 @@ tenth to a pass computing tokens (bench/tokens.py).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lakestory.columns import Transform
 from lakestory.io.local import local_frame
-
-Transform = Callable[[DataFrame], DataFrame]
 
 BLOCK_SIZE = 64  # SHA-256 block size in bytes
 

@@ -18,16 +18,12 @@ import hmac
 import logging
 import time
 
-from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from lakestory.config import Settings
-from lakestory.config.models import Dataset
+from lakestory.columns import Transform
 from lakestory.errors import WrongKeyError
-from lakestory.io import TableRef, ensure_layers, log_version, register
-from lakestory.io.tables import RESTRICTED
-from lakestory.privacy.tokens import Transform
+from lakestory.io import Catalog, Shell, ensure_layers
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +52,18 @@ def key_fingerprint(key: bytes) -> str:
     return hmac.new(key, b"lakestory token key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
-def vault_table(dataset: Dataset) -> TableRef:
-    return TableRef(RESTRICTED, f"{dataset.name}_vault")
-
-
 def _conflict(exc: Exception) -> bool:
     text = f"{type(exc).__name__} {exc}"
     return any(name in text for name in _CONFLICTS)
 
 
-def _create(spark: SparkSession, settings: Settings, table: TableRef, fingerprint: str) -> None:
-    """The empty vault, if there is none yet (creating it twice at once is a conflict too),
-    marked with the fingerprint of the key its tokens are made with."""
-    ensure_layers(spark, settings)
-    path = str(table.path(settings))
-    if log_version(spark, path) is None:
-        (
-            DeltaTable.createIfNotExists(spark)
-            .location(path)
-            .addColumns(spark.createDataFrame([], SCHEMA).schema)
-            .property(FINGERPRINT, fingerprint)
-            .execute()
-        )
-    register(spark, settings, table)
-
-
-def check_key(spark: SparkSession, settings: Settings, dataset: Dataset, key: bytes) -> None:
+def check_key(shell: Shell, catalog: Catalog, key: bytes) -> None:
     """Stop when `key` is not the key the dataset's vault was made with (a vault that does
     not exist yet takes any)."""
-    table = vault_table(dataset)
-    path = str(table.path(settings))
-    if log_version(spark, path) is None:
+    table = catalog.vault()
+    if not shell.has(table):
         return
-    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
-    made = (detail[0] if detail is not None else {}).get(FINGERPRINT)
+    made = shell.properties(table).get(FINGERPRINT)
     given = key_fingerprint(key)
     if made is not None and made != given:
         raise WrongKeyError(
@@ -99,36 +73,40 @@ def check_key(spark: SparkSession, settings: Settings, dataset: Dataset, key: by
         )
 
 
-def mint_ids(
-    spark: SparkSession, settings: Settings, dataset: Dataset, tokens: DataFrame, key: bytes
-) -> int:
+def mint_ids(shell: Shell, catalog: Catalog, tokens: DataFrame, key: bytes) -> int:
     """Give every token in `tokens` (a `token` column made with `key`; nulls skipped) that the
     dataset's vault lacks a new random id. Returns how many were minted by this call's
     commit. A vault made with another key stops it (`check_key`)."""
-    check_key(spark, settings, dataset, key)
-    table = vault_table(dataset)
-    path = str(table.path(settings))
+    check_key(shell, catalog, key)
+    table = catalog.vault()
     seen = tokens.select(TOKEN).where(F.col(TOKEN).isNotNull()).distinct()
-    if log_version(spark, path) is not None:
+    if shell.has(table):
         # the tokens the vault lacks; when there are none (a refresh of people known), no
         # MERGE runs and nothing is committed
-        known = spark.read.format("delta").load(path).select(TOKEN)
+        known = shell.read(table).select(TOKEN)
         new = seen.join(known, TOKEN, "left_anti").localCheckpoint()
         if new.isEmpty():
             return 0
     else:
         new = seen
+    insert: dict[str, str | Column] = {
+        TOKEN: f"s.{TOKEN}",
+        ID: "uuid()",
+        "minted_at": "current_timestamp()",
+    }
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            _create(spark, settings, table, key_fingerprint(key))
-            done = (
-                DeltaTable.forPath(spark, path)
-                .alias("v")
-                .merge(new.alias("n"), f"v.{TOKEN} = n.{TOKEN}")
-                .whenNotMatchedInsert(
-                    values={TOKEN: f"n.{TOKEN}", ID: "uuid()", "minted_at": "current_timestamp()"}
-                )
-                .execute()
+            # the empty vault, if there is none yet (creating it twice at once is a conflict
+            # too), marked with the fingerprint of the key its tokens are made with
+            if not shell.has(table):
+                ensure_layers(shell.spark, shell.settings)
+                empty = shell.spark.createDataFrame([], SCHEMA)
+                shell.create(table, empty, {FINGERPRINT: key_fingerprint(key)})
+            done = shell.merge(
+                table,
+                new,
+                f"t.{TOKEN} = s.{TOKEN}",
+                lambda m: m.whenNotMatchedInsert(values=insert),
             )
             break
         except Exception as exc:  # Delta's conflicts come as Py4J errors naming them
@@ -136,16 +114,14 @@ def mint_ids(
                 raise
             log.info("%s: another run minted ids meanwhile; merging again (%d)", table, attempt)
             time.sleep(0.05 * attempt)
-    row = done.first()  # MERGE's own counts of what its commit did
-    return int(row["num_inserted_rows"]) if row is not None else 0
+    return int(done["num_inserted_rows"]) if done is not None else 0  # MERGE's own counts
 
 
-def read_vault(spark: SparkSession, settings: Settings, dataset: Dataset) -> DataFrame:
+def read_vault(shell: Shell, catalog: Catalog) -> DataFrame:
     """The dataset's vault as it is now, or an empty one if no id was minted yet."""
-    path = str(vault_table(dataset).path(settings))
-    if log_version(spark, path) is None:
-        return spark.createDataFrame([], SCHEMA)
-    return spark.read.format("delta").load(path)
+    if not shell.has(catalog.vault()):
+        return shell.spark.createDataFrame([], SCHEMA)
+    return shell.read(catalog.vault())
 
 
 def with_artificial_ids(vault: DataFrame, columns: dict[str, str]) -> Transform:

@@ -14,6 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from lakestory.columns import SOURCE_FILE
 from lakestory.profiling.spec import TableSpec
 from lakestory.profiling.stats import LABEL_K, label_order
 
@@ -32,12 +33,12 @@ class Sample:
 
 
 def is_image_table(df: DataFrame) -> bool:
-    return all(c in df.columns for c in (*IMAGE_COLUMNS, "_source_file"))
+    return all(c in df.columns for c in (*IMAGE_COLUMNS, SOURCE_FILE))
 
 
 def _with_labels(df: DataFrame, spec: TableSpec, labels: DataFrame | None) -> DataFrame:
     """The images with `_file` (the file name) and `_label` (text; null when unlabelled)."""
-    files = df.withColumn("_file", F.element_at(F.split("_source_file", "/"), -1))
+    files = df.withColumn("_file", F.element_at(F.split(SOURCE_FILE, "/"), -1))
     key, column = spec.label_key, spec.label_column
     if labels is None or key is None or column is None:
         return files.withColumn("_label", F.lit(None).cast("string"))
@@ -117,19 +118,19 @@ def _samples(spark: SparkSession, decodable: DataFrame) -> list[Sample]:
     picked = (
         decodable.withColumn("_n", F.row_number().over(per_label))
         .where(F.col("_n") <= SAMPLES_PER_LABEL)
-        .select(label.alias("label"), "_file", "_source_file", "content", "_n")
+        .select(label.alias("label"), "_file", SOURCE_FILE, "content", "_n")
         .orderBy("label", "_n")
         .limit(MAX_GRID_LABELS * SAMPLES_PER_LABEL)
         .collect()
     )
-    pointers = [r["_source_file"] for r in picked if r["content"] is None]
+    pointers = [r[SOURCE_FILE] for r in picked if r["content"] is None]
     loaded: dict[str, bytes] = {}
     if pointers:
         files = spark.read.format("binaryFile").load(pointers).select("path", "content")
         loaded = {r["path"]: bytes(r["content"]) for r in files.collect()}
     out = []
     for r in picked:
-        content = r["content"] if r["content"] is not None else loaded.get(r["_source_file"])
+        content = r["content"] if r["content"] is not None else loaded.get(r[SOURCE_FILE])
         if content is not None:
             out.append(Sample(r["label"], r["_file"], bytes(content)))
     return out

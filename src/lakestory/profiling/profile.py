@@ -19,7 +19,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from lakestory.config import Dataset, Settings
-from lakestory.io import TableRef, log_version
+from lakestory.io import Shell, TableRef
+from lakestory.io.catalog import report_folder
 from lakestory.profiling import stats
 from lakestory.profiling.drift import compare
 from lakestory.profiling.images import Sample, image_summary, is_image_table
@@ -54,10 +55,6 @@ class ProfileReport:
             found = f"drift in {drifted}" if drifted else "no drift past the thresholds"
             lines.append(f"  since v{previous['version']}: {found}")
         return "\n".join(lines)
-
-
-def report_folder(settings: Settings, table: TableRef) -> Path:
-    return settings.root / "reports" / table.qualified
 
 
 def build_profile(
@@ -138,17 +135,15 @@ def profile_table(
             table = parse_table(table)
         except ValueError as exc:
             raise ProfileError(str(exc)) from None
-    path = str(table.path(settings))
-    version = log_version(spark, path)
+    shell = Shell(spark, settings)
+    version = shell.version(table)
     if version is None:
-        raise ProfileError(f"no table {table} at {path}")
-    df = spark.read.format("delta").option("versionAsOf", version).load(path)
+        raise ProfileError(f"no table {table} at {shell.location(table)}")
+    df = shell.read(table, version)
     spec = resolve(table, datasets)
     labels = None
-    if spec.label_table is not None:
-        label_path = str(spec.label_table.path(settings))
-        if log_version(spark, label_path) is not None:
-            labels = spark.read.format("delta").load(label_path)
+    if spec.label_table is not None and shell.has(spec.label_table):
+        labels = shell.read(spec.label_table)
     profile, samples = build_profile(spark, df, spec, labels)
     profile = {
         "table": table.qualified,

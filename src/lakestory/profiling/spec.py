@@ -10,27 +10,19 @@ no dataset claims gets every text column masked, since nothing says which of the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lakestory.columns import CORRUPT, RESCUED
 from lakestory.config import Dataset, Source
 from lakestory.config.models import Outlier
-from lakestory.io import LAYERS, TableRef
+from lakestory.io import Catalog, TableRef
 
 # raw text that can hold any field of a record, names and e-mail addresses among them
-RAW_TEXT_COLUMNS = frozenset({"_corrupt_record", "_rescued"})
+RAW_TEXT_COLUMNS = frozenset({CORRUPT, RESCUED})
 # layers whose rows are records as they landed, personal data included
 RAW_LAYERS = frozenset({"bronze", "quarantine"})
-_TABLE = re.compile(r"^([a-z]+)\.([a-z_][a-z0-9_]*)$")
-
-
-def parse_table(name: str) -> TableRef:
-    """`silver.customers_accounts` -> TableRef; a ValueError names the layers if it is not one."""
-    match = _TABLE.match(name)
-    if not match or match.group(1) not in LAYERS:
-        raise ValueError(f"{name!r} is not a table name <layer>.<name>, layer one of {LAYERS}")
-    return TableRef(match.group(1), match.group(2))
+parse_table = TableRef.parse
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ def resolve(table: TableRef, datasets: Iterable[Dataset]) -> TableSpec:
     raw = table.layer in RAW_LAYERS
     for dataset in datasets:
         for name, any_source in dataset.sources.items():
-            if table.name != f"{dataset.name}_{name}":
+            if table.name != Catalog(dataset).bronze(name).name:
                 continue
             if not isinstance(any_source, Source):  # binary files: bronze only, no config
                 labelled = _labelled_source(dataset)
@@ -94,7 +86,7 @@ def resolve(table: TableRef, datasets: Iterable[Dataset]) -> TableSpec:
                     dataset,
                     name,
                     key="sha256",
-                    label_table=TableRef("silver", f"{dataset.name}_{label_name}"),
+                    label_table=Catalog(dataset).silver(label_name),
                     label_key=label_source.silver_name(label_source.key),
                     label_column=label_source.silver_name(label_source.label.column),
                 )

@@ -29,6 +29,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakestory.columns import LINEAGE
 from lakestory.config.models import Outlier
 from lakestory.quality.outliers import MAD_SCALE
 
@@ -41,11 +42,7 @@ IQR_K = 1.5  # Tukey's fences for numeric columns with no configured outlier met
 # lineage, not content: two rows that differ only here are duplicates
 LINEAGE_COLUMNS = frozenset(
     {
-        "_source_file",
-        "_file_modification_time",
-        "_ingested_at",
-        "_batch_id",
-        "_row_hash",
+        *LINEAGE,
         "_run_id",
         "_quarantined_at",
         "_reasons",
@@ -119,6 +116,111 @@ def _pearson(a: Column, b: Column) -> Column:
     return F.try_divide(F.covar_pop(a, b), F.stddev_pop(a) * F.stddev_pop(b))
 
 
+def _column_aggregates(
+    i: int, field: T.StructField, masked: set[str], declared: dict[str, str]
+) -> list[Column]:
+    """The pass 1 aggregates of column `i`, each aliased by what it is and `i` (`nulls3`,
+    `q3`): what `_column_stats` reads back. What a column gets depends on its kind; a masked
+    one gets counts and lengths only, so no value of it reaches the driver."""
+    kind, col = kind_of(field.dataType), _c(field.name)
+    aggs = [F.count_if(col.isNull()).alias(f"nulls{i}")]
+    if kind in ("numeric", "temporal", "string", "boolean"):
+        aggs.append(F.approx_count_distinct(col).alias(f"distinct{i}"))
+    if kind == "string" and declared.get(field.name, "string") != "string":
+        cast = F.trim(col).try_cast(declared[field.name])
+        aggs.append(F.count_if(col.isNotNull() & cast.isNull()).alias(f"uncast{i}"))
+    if kind == "string":
+        length = F.length(col)
+        aggs += [
+            F.min(length).alias(f"lmin{i}"),
+            F.max(length).alias(f"lmax{i}"),
+            F.avg(length).alias(f"lmean{i}"),
+        ]
+    if field.name in masked or kind not in ("numeric", "temporal"):
+        return aggs
+    if kind == "temporal":  # as numbers, so that bucket edges need no time zone here
+        return aggs + [
+            F.min(_ordinal(field)).alias(f"omin{i}"),
+            F.max(_ordinal(field)).alias(f"omax{i}"),
+        ]
+    number = col.cast("double")
+    return aggs + [
+        F.min(col).alias(f"min{i}"),
+        F.max(col).alias(f"max{i}"),
+        F.avg(number).alias(f"mean{i}"),
+        F.stddev_samp(number).alias(f"std{i}"),
+        F.percentile_approx(number, list(QUANTILES)).alias(f"q{i}"),
+    ]
+
+
+def _correlated(fields: list[T.StructField], masked: set[str]) -> list[str]:
+    """The numeric content columns correlated pairwise: the first `MAX_CORRELATED`, since the
+    aggregates grow with the square of their number."""
+    return [
+        f.name
+        for f in fields
+        if kind_of(f.dataType) == "numeric" and f.name not in masked | LINEAGE_COLUMNS
+    ][:MAX_CORRELATED]
+
+
+def _column_stats(
+    i: int,
+    field: T.StructField,
+    got: dict[str, Any],
+    rows: int,
+    masked: set[str],
+    declared: dict[str, str],
+) -> dict[str, Any]:
+    """Column `i`'s statistics from the pass 1 row `got`, as JSON holds them; a statistic is
+    there when its aggregate is (see `_column_aggregates`)."""
+    nulls = int(got[f"nulls{i}"])
+    stats: dict[str, Any] = {
+        "type": field.dataType.simpleString(),
+        "kind": kind_of(field.dataType),
+        "masked": field.name in masked,
+        "nulls": nulls,
+        "null_rate": nulls / rows if rows else 0.0,
+    }
+    if f"distinct{i}" in got:
+        stats["distinct"] = int(got[f"distinct{i}"])
+    if f"uncast{i}" in got:
+        stats["declared_type"] = declared[field.name]
+        stats["uncastable"] = int(got[f"uncast{i}"])
+    if f"lmin{i}" in got:
+        stats["length"] = {
+            "min": got[f"lmin{i}"],
+            "max": got[f"lmax{i}"],
+            "mean": jsonable(got[f"lmean{i}"]),
+        }
+    if f"min{i}" in got:
+        stats["min"], stats["max"] = jsonable(got[f"min{i}"]), jsonable(got[f"max{i}"])
+    if f"omin{i}" in got:
+        low, high = got[f"omin{i}"], got[f"omax{i}"]
+        stats["min"] = None if low is None else _from_ordinal(field, low)
+        stats["max"] = None if high is None else _from_ordinal(field, high)
+        stats["ordinal_range"] = [low, high]  # the ordinals: days or seconds since 1970
+    if f"mean{i}" in got:
+        stats["mean"], stats["std"] = jsonable(got[f"mean{i}"]), jsonable(got[f"std{i}"])
+        q = got[f"q{i}"]
+        stats["quantiles"] = (
+            {str(p): jsonable(v) for p, v in zip(QUANTILES, q, strict=True)} if q else None
+        )
+    return stats
+
+
+def _correlation_matrix(
+    correlated: list[str], pairs: list[tuple[str, str]], got: dict[str, Any]
+) -> dict[str, Any]:
+    """The symmetric matrix of Pearson's r from the pass 1 row `got` (`corr<n>` for the n-th of
+    `pairs`), over the columns that correlate with at least one other."""
+    r = {(a, b): jsonable(got[f"corr{n}"]) for n, (a, b) in enumerate(pairs)}
+    r.update({(b, a): v for (a, b), v in r.items()})
+    # a constant or empty column correlates with nothing: leave it out
+    varying = [a for a in correlated if any(r.get((a, b)) is not None for b in correlated)]
+    matrix = [[1.0 if a == b else r[(a, b)] for b in varying] for a in varying]
+    return {"columns": varying, "matrix": matrix}
+
+
 def column_summaries(
     df: DataFrame, masked: set[str], declared: dict[str, str] | None = None
 ) -> tuple[int, dict[str, dict[str, Any]], dict[str, Any]]:
@@ -131,89 +233,22 @@ def column_summaries(
     fields = list(df.schema.fields)
     aggs: list[Column] = [F.count(F.lit(1)).alias("rows")]
     for i, f in enumerate(fields):
-        kind, col = kind_of(f.dataType), _c(f.name)
-        aggs.append(F.count_if(col.isNull()).alias(f"nulls{i}"))
-        if kind in ("numeric", "temporal", "string", "boolean"):
-            aggs.append(F.approx_count_distinct(col).alias(f"distinct{i}"))
-        if kind == "string" and declared.get(f.name, "string") != "string":
-            cast = F.trim(col).try_cast(declared[f.name])
-            aggs.append(F.count_if(col.isNotNull() & cast.isNull()).alias(f"uncast{i}"))
-        if kind == "string":
-            length = F.length(col)
-            aggs += [
-                F.min(length).alias(f"lmin{i}"),
-                F.max(length).alias(f"lmax{i}"),
-                F.avg(length).alias(f"lmean{i}"),
-            ]
-        if f.name in masked or kind not in ("numeric", "temporal"):
-            continue
-        if kind == "temporal":  # as numbers, so that bucket edges need no time zone here
-            aggs += [F.min(_ordinal(f)).alias(f"omin{i}"), F.max(_ordinal(f)).alias(f"omax{i}")]
-            continue
-        aggs += [F.min(col).alias(f"min{i}"), F.max(col).alias(f"max{i}")]
-        if kind == "numeric":
-            number = col.cast("double")
-            aggs += [
-                F.avg(number).alias(f"mean{i}"),
-                F.stddev_samp(number).alias(f"std{i}"),
-                F.percentile_approx(number, list(QUANTILES)).alias(f"q{i}"),
-            ]
-    correlated = [
-        f.name
-        for f in fields
-        if kind_of(f.dataType) == "numeric" and f.name not in masked | LINEAGE_COLUMNS
-    ][:MAX_CORRELATED]
+        aggs += _column_aggregates(i, f, masked, declared)
+    correlated = _correlated(fields, masked)
     pairs = [(a, b) for i, a in enumerate(correlated) for b in correlated[i + 1 :]]
     aggs += [
         _pearson(_c(a).cast("double"), _c(b).cast("double")).alias(f"corr{n}")
         for n, (a, b) in enumerate(pairs)
     ]
+    # pass 1's one Spark action: every statistic above comes back in this one row
     row = df.agg(*aggs).first()
     assert row is not None
     got = row.asDict()
     rows = int(got["rows"])
-    columns: dict[str, dict[str, Any]] = {}
-    for i, f in enumerate(fields):
-        kind = kind_of(f.dataType)
-        nulls = int(got[f"nulls{i}"])
-        stats: dict[str, Any] = {
-            "type": f.dataType.simpleString(),
-            "kind": kind,
-            "masked": f.name in masked,
-            "nulls": nulls,
-            "null_rate": nulls / rows if rows else 0.0,
-        }
-        if f"distinct{i}" in got:
-            stats["distinct"] = int(got[f"distinct{i}"])
-        if f"uncast{i}" in got:
-            stats["declared_type"] = declared[f.name]
-            stats["uncastable"] = int(got[f"uncast{i}"])
-        if f"lmin{i}" in got:
-            stats["length"] = {
-                "min": got[f"lmin{i}"],
-                "max": got[f"lmax{i}"],
-                "mean": jsonable(got[f"lmean{i}"]),
-            }
-        if f"min{i}" in got:
-            stats["min"], stats["max"] = jsonable(got[f"min{i}"]), jsonable(got[f"max{i}"])
-        if f"omin{i}" in got:
-            low, high = got[f"omin{i}"], got[f"omax{i}"]
-            stats["min"] = None if low is None else _from_ordinal(f, low)
-            stats["max"] = None if high is None else _from_ordinal(f, high)
-            stats["ordinal_range"] = [low, high]  # the ordinals: days or seconds since 1970
-        if f"mean{i}" in got:
-            stats["mean"], stats["std"] = jsonable(got[f"mean{i}"]), jsonable(got[f"std{i}"])
-            q = got[f"q{i}"]
-            stats["quantiles"] = (
-                {str(p): jsonable(v) for p, v in zip(QUANTILES, q, strict=True)} if q else None
-            )
-        columns[f.name] = stats
-    r = {(a, b): jsonable(got[f"corr{n}"]) for n, (a, b) in enumerate(pairs)}
-    r.update({(b, a): v for (a, b), v in r.items()})
-    # a constant or empty column correlates with nothing: leave it out
-    varying = [a for a in correlated if any(r.get((a, b)) is not None for b in correlated)]
-    matrix = [[1.0 if a == b else r[(a, b)] for b in varying] for a in varying]
-    return rows, columns, {"columns": varying, "matrix": matrix}
+    columns = {
+        f.name: _column_stats(i, f, got, rows, masked, declared) for i, f in enumerate(fields)
+    }
+    return rows, columns, _correlation_matrix(correlated, pairs, got)
 
 
 def _bucketing(field: T.StructField, low: float, high: float) -> tuple[Column, list[float]]:

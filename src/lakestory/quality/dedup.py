@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Row, Window
 from pyspark.sql import functions as F
 
-Transform = Callable[[DataFrame], DataFrame]
+from lakestory.columns import ROW_HASH, Transform
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ RANK = "_rank"  # 1 for the latest version of its key
 COPIES = "_copies"  # on each row: the rows of its key that repeat another's content (row hash)
 
 
-def rank_versions(key: str, order_by: list[str], row_hash: str = "_row_hash") -> Transform:
+def rank_versions(key: str, order_by: list[str], row_hash: str = ROW_HASH) -> Transform:
     """Add `_rank`, the row number of each row among the rows of its key, latest first by
     `order_by` (descending, nulls last), and `_copies`, how many rows of its key are exact
     copies of another (its rows less its distinct row hashes). Both come from one window,

@@ -13,8 +13,9 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakestory.columns import FILE_MODIFICATION_TIME, SOURCE_FILE
 from lakestory.config import Dataset, Source
-from lakestory.ingestion import bronze_table
+from lakestory.io import Catalog
 from lakestory.quality.dedup import keep_latest_per_key
 from lakestory.quality.rules import UNLABELED_ACTION, Rule
 
@@ -34,11 +35,11 @@ def is_missing(raw: Column, tokens: list[str]) -> Column:
 
 
 def label_rules(
-    spark: SparkSession, source: Source, raw: str, order: list[str], dataset: Dataset | None
+    spark: SparkSession, source: Source, raw: str, order: list[str], catalog: Catalog | None
 ) -> list[Rule]:
     """The label rules of a source with a label; `raw` names the column holding the label's
     text as it landed, `order` what makes one version of a record later than another. Label
-    conflicts, which look at another source of the dataset, need `dataset`."""
+    conflicts, which look at another source of the dataset, need its `catalog`."""
     label = source.label
     assert label is not None
     missing = is_missing(F.col(raw), label.missing)
@@ -47,10 +48,10 @@ def label_rules(
         Rule("label_invalid", missing | F.col(label.column).isin(*label.allowed), label.on_invalid),
     ]
     if label.conflicts is not None:
-        if dataset is None:
+        if catalog is None:
             raise ValueError("label conflicts are checked against a source of the dataset")
-        binary = bronze_table(dataset, label.conflicts.source).qualified
-        silver = f"silver.{dataset.name}_{_source_name(dataset, source)}"
+        binary = catalog.bronze(label.conflicts.source).qualified
+        silver = catalog.silver(_source_name(catalog.dataset, source)).qualified
         rules.append(label_conflicts(spark, source, binary, silver, order))
     return rules
 
@@ -86,8 +87,8 @@ def label_conflicts(
         content = (
             spark.read.table(binary)
             .where(F.col("sha256").isNotNull())
-            .groupBy(url_file_name(F.col("_source_file")).alias(_FILE))
-            .agg(F.max_by("sha256", "_file_modification_time").alias(_SHA))
+            .groupBy(url_file_name(F.col(SOURCE_FILE)).alias(_FILE))
+            .agg(F.max_by("sha256", FILE_MODIFICATION_TIME).alias(_SHA))
         )
         labelled = F.col(column).isNotNull() & F.col(column).isin(*allowed)
         batch = df.where(labelled).transform(keep_latest_per_key(source.key, order))

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from lakestory.columns import CORRUPT, Transform
 from lakestory.config.models import Expectation
 
 REASONS = "_reasons"
-ACTION = "_action"
 # a row's fate is decided by the most severe action among the rules it fails; `unlabeled`
 # (only label rules have it) sends a row to the source's unlabeled table, unless a rule that
 # drops, quarantines or fails it says otherwise
 SEVERITY = ("warn", "unlabeled", "drop", "quarantine", "fail")
 UNLABELED_ACTION = SEVERITY[1]
-
-Transform = Callable[[DataFrame], DataFrame]
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def expression(name: str, expr: str, action: str = "quarantine") -> Rule:
     return Rule(name, F.expr(expr), action)
 
 
-def not_malformed(corrupt_column: str = "_corrupt_record") -> Rule:
+def not_malformed(corrupt_column: str = CORRUPT) -> Rule:
     """The reader could parse the record (the file source left no raw text aside)."""
     return Rule("malformed_record", F.col(corrupt_column).isNull())
 
@@ -238,36 +236,30 @@ class Checks:
         return F.array_remove(F.array(*names), "")
 
 
-def check(rules: list[Rule]) -> Transform:
-    """Apply every rule in one pass: add `_reasons` (every rule failed) and `_action`."""
-
-    def _apply(df: DataFrame) -> DataFrame:
-        checks = Checks(tuple(rules))
-        checked = checks.apply(df)
-        checked = checked.withColumns({REASONS: checks.reasons(), ACTION: checks.action()})
-        return checked.drop(*checks.columns)
-
-    return _apply
-
-
 @dataclass(frozen=True)
 class Split:
     kept: DataFrame  # passed every rule, or failed only `warn` rules
-    dropped: DataFrame  # failed a `drop` rule and no `quarantine` or `fail` rule
+    dropped: DataFrame  # failed a `drop` rule and no `quarantine` or `fail` rule; keeps `_reasons`
     rejected: DataFrame  # failed a `quarantine` or `fail` rule; keeps `_reasons`
     unlabeled: DataFrame  # failed an `unlabeled` label rule and nothing worse; keeps `_reasons`
 
 
-def split_checked(checked: DataFrame) -> Split:
-    """Sort a frame that went through `check` by each row's action."""
-    action = F.col(ACTION)
-    kept = checked.where(action.isNull() | (action == "warn")).drop(REASONS, ACTION)
-    dropped = checked.where(action == "drop").drop(ACTION)
-    rejected = checked.where(action.isin("quarantine", "fail")).drop(ACTION)
-    unlabeled = checked.where(action == "unlabeled").drop(ACTION)
-    return Split(kept, dropped, rejected, unlabeled)
-
-
 def split(df: DataFrame, rules: list[Rule]) -> Split:
-    """`check` then `split_checked`."""
-    return split_checked(df.transform(check(rules)))
+    """Sort the rows of `df` by their fate under `rules` as refine does: the rules evaluated
+    once into masks (`Checks.apply`), each fate one of the checks' tests, and the reasons of
+    the rows that keep them from `Checks.reasons`."""
+    checks = Checks(tuple(rules))
+    checked = checks.apply(df)
+
+    def having(fate: Column, reasons: bool = True) -> DataFrame:
+        rows = checked.where(fate)
+        if reasons:
+            rows = rows.withColumn(REASONS, checks.reasons())
+        return rows.drop(*checks.columns)
+
+    return Split(
+        kept=having(checks.kept(), reasons=False),
+        dropped=having(checks.dropped()),
+        rejected=having(checks.rejected()),
+        unlabeled=having(checks.unlabeled()),
+    )

@@ -37,7 +37,8 @@ def run_backend(
     num_processes: int,
 ) -> dict[str, Any]:
     """Run `train_fn(spec)` with the named backend ("torch_distributor" or "horovod"); return
-    rank 0's result. `spec["backend"]` tells `train_fn` which one started it."""
+    rank 0's result. `spec["backend"]` tells `train_fn` which one started it: the train loop
+    makes its backend object of it (`lakestory.training.strategy.backend_for`)."""
     spec = {**spec, "backend": backend}
     if backend == "torch_distributor":
         return run_torch_distributor(spark, train_fn, spec, num_processes)

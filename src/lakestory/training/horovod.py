@@ -30,7 +30,8 @@ def run_horovod(
 
     Each process is started by a Spark task of one job, on a local master as on a cluster, and
     all of them must run at once: a master with fewer task slots would leave Horovod waiting.
-    `train_fn` calls `horovod_context()` and `wrap_optimizer()` to join the others.
+    `train_fn` calls `horovod_context()` and `wrap_optimizer()` to join the others (the train
+    loop's `lakestory.training.strategy.HorovodBackend` does).
 
     Args:
         spark: The session whose SparkContext runs the tasks.

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from lakestory.config import Dataset, Settings
 from lakestory.features.build import Params
 from lakestory.features.images import ImageParams
+from lakestory.io.catalog import mlflow_artifacts
 
 
 def use_store(settings: Settings) -> MlflowClient:
@@ -35,7 +36,7 @@ def experiment_id(settings: Settings, dataset: Dataset) -> str:
         return str(experiment.experiment_id)
     if urlparse(settings.tracking_uri).scheme in ("http", "https", "databricks"):
         return str(client.create_experiment(name))
-    location = (settings.root / "mlartifacts").as_uri()
+    location = mlflow_artifacts(settings).as_uri()
     return str(client.create_experiment(name, artifact_location=location))
 
 

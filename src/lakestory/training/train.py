@@ -29,10 +29,9 @@ from lakestory.features import (
     SPLIT_COLUMN,
     ImageParams,
     Params,
-    features_table,
     read_params,
 )
-from lakestory.io import read, table_version
+from lakestory.io import Catalog, read, table_version
 from lakestory.training.backends import run_backend
 from lakestory.training.feed import Feed, materialise, read_split
 from lakestory.training.loop import train_ddp
@@ -68,7 +67,7 @@ def load_arrays(spark: SparkSession, dataset: Dataset) -> dict[str, np.ndarray]:
     data feed (`lakestory.training.feed`) instead.
     """
     pdf: pd.DataFrame = (
-        read(spark, features_table(dataset))
+        read(spark, Catalog(dataset).features())
         .select(SPLIT_COLUMN, LABEL_COLUMN, FEATURES_COLUMN)
         .orderBy(F.col(dataset.features_key))
         .toPandas()
@@ -94,14 +93,14 @@ def features_params(spark: SparkSession, dataset: Dataset) -> Params:
     """The fitted transforms the features table was encoded with."""
     versions = [
         r[0]
-        for r in read(spark, features_table(dataset))
+        for r in read(spark, Catalog(dataset).features())
         .select(PARAMS_VERSION_COLUMN)
         .distinct()
         .collect()
     ]
     if len(versions) != 1:
         raise ValueError(
-            f"{features_table(dataset)} should name one feature-params version, not {versions}"
+            f"{Catalog(dataset).features()} should name one feature-params version, not {versions}"
         )
     return read_params(spark, dataset, int(versions[0]))
 
@@ -128,14 +127,14 @@ def pinned_feed(
 ) -> Iterator[Feed]:
     """The features table at its current Delta version, materialised as a data feed of
     `shards` train shards in a folder of its own under `<root>/_feeds`, removed on exit."""
-    version = table_version(spark, features_table(dataset))
+    version = table_version(spark, Catalog(dataset).features())
     assert version is not None
-    feed_root = settings.root / "_feeds"
+    feed_root = Catalog(dataset, settings).feeds()
     feed_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{dataset.name}-", dir=feed_root) as tmp:
         feed = materialise(
             spark,
-            features_table(dataset).qualified,
+            Catalog(dataset).features().qualified,
             dataset.features_key,
             dataset.seed,
             shards,

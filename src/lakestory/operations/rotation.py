@@ -26,23 +26,15 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakestory.columns import union
 from lakestory.config import Dataset, Settings, Source
-from lakestory.ingestion import bronze_table
-from lakestory.ingestion.bronze import landing_path
-from lakestory.ingestion.landing import list_files
 from lakestory.ingestion.structured import read_structured
-from lakestory.io import log_version
-from lakestory.privacy.erasure import TOKEN_KIND, ledger_table, record_tombstones, tombstones
+from lakestory.io import Catalog, Shell
+from lakestory.io.files import list_files
+from lakestory.operations.erasure import TOKEN_KIND, record_tombstones, tombstones
 from lakestory.privacy.tokens import with_keyed_tokens
-from lakestory.privacy.vault import (
-    FINGERPRINT,
-    ID,
-    TOKEN,
-    check_key,
-    key_fingerprint,
-    vault_table,
-)
-from lakestory.quality.refine import with_declared_types
+from lakestory.privacy.vault import FINGERPRINT, ID, TOKEN, check_key, key_fingerprint
+from lakestory.quality.casting import with_declared_types
 
 log = logging.getLogger("lakestory.rotate")
 
@@ -75,48 +67,28 @@ def _pairs(rows: DataFrame, source: Source, old: bytes, new: bytes) -> DataFrame
     if not columns:
         return None
     typed = rows.transform(with_declared_types(source)).select(*columns)
-    out = None
+    out = []
     for column in columns:
         kind = {column: personal.tokenize[column]}
         both = typed.select(F.col(column).alias(OLD), F.col(column).alias(NEW)).distinct()
         both = both.transform(with_keyed_tokens({OLD: kind[column]}, old, personal.country_code))
         both = both.transform(with_keyed_tokens({NEW: kind[column]}, new, personal.country_code))
         pairs = both.select(F.col(f"{OLD}_token").alias(OLD), F.col(f"{NEW}_token").alias(NEW))
-        out = pairs if out is None else out.unionByName(pairs)
-    return out
+        out.append(pairs)
+    return union(out)
 
 
 def _union(frames: list[DataFrame | None]) -> DataFrame | None:
-    kept = [f for f in frames if f is not None]
-    if not kept:
-        return None
-    out = kept[0]
-    for frame in kept[1:]:
-        out = out.unionByName(frame)
-    return out.where(F.col(OLD).isNotNull()).distinct()
+    out = union(frames)
+    return None if out is None else out.where(F.col(OLD).isNotNull()).distinct()
 
 
-def _landed(spark: SparkSession, settings: Settings, source: Source) -> DataFrame | None:
+def _landed(spark: SparkSession, catalog: Catalog, source: Source) -> DataFrame | None:
     """The source's records still in landing, as text."""
-    files = [f.path for f in list_files(spark, landing_path(settings, source), source.glob)]
+    files = [f.path for f in list_files(spark, catalog.landing(source), source.glob)]
     if not files:
         return None
     return read_structured(spark, source, files, list(source.schema_), type_check=False).frame
-
-
-def _replace(spark: SparkSession, path: str, rows: DataFrame, properties: dict[str, str]) -> None:
-    """Replace the Delta table at `path` by `rows` in one commit, with `properties`."""
-    view = "__lakestory_rotated"
-    rows.createOrReplaceTempView(view)
-    props = ", ".join(f"'{k}' = '{v}'" for k, v in properties.items())
-    target = path.replace("`", "``")
-    try:
-        spark.sql(
-            f"CREATE OR REPLACE TABLE delta.`{target}` USING DELTA TBLPROPERTIES ({props}) "
-            f"AS SELECT * FROM {view}"
-        )
-    finally:
-        spark.catalog.dropTempView(view)
 
 
 def rotate_key(
@@ -124,22 +96,21 @@ def rotate_key(
 ) -> Rotation:
     """Re-make the dataset's vault (and tombstone list) under `new`; ids do not change."""
     fingerprint = key_fingerprint(new)
-    table = vault_table(dataset)
-    path = str(table.path(settings))
-    if log_version(spark, path) is None:
+    shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
+    table = catalog.vault()
+    if not shell.has(table):
         return Rotation(dataset.name, 0, 0, 0, fingerprint)
-    check_key(spark, settings, dataset, old)
-    sources = dataset.structured()
+    check_key(shell, catalog, old)
     held = []
-    for name, source in sources.items():
-        bronze = str(bronze_table(dataset, name).path(settings))
-        if log_version(spark, bronze) is not None:
-            held.append(_pairs(spark.read.format("delta").load(bronze), source, old, new))
+    for name, source in dataset.structured().items():
+        bronze = catalog.bronze(name)
+        if shell.has(bronze):
+            held.append(_pairs(shell.read(bronze), source, old, new))
     pairs = _union(held)
     # tombstones first: they only gain the new key's tokens, so a rotation that stops between
     # the two leaves a vault that still takes the old key, and can be run again
-    remade = _rotate_tombstones(spark, settings, dataset, sources, old, new)
-    vault = spark.read.format("delta").load(path)
+    remade = _rotate_tombstones(shell, catalog, old, new)
+    vault = shell.read(table)
     if pairs is None:
         pairs = spark.createDataFrame([], f"{OLD} string, {NEW} string")
     # a snapshot of the vault to rewrite: the table is replaced by a query over itself
@@ -147,33 +118,27 @@ def rotate_key(
     ids = joined.count()
     rekeyed = joined.where(F.col(NEW).isNotNull()).count()
     rows = joined.select(F.coalesce(F.col(NEW), F.col(TOKEN)).alias(TOKEN), ID, "minted_at")
-    _replace(spark, path, rows, {FINGERPRINT: fingerprint})
+    shell.replace_as(table, rows, {FINGERPRINT: fingerprint})
     log.info("%s: %d of %d tokens re-made under the new key", table, rekeyed, ids)
     return Rotation(dataset.name, ids, rekeyed, remade, fingerprint)
 
 
-def _rotate_tombstones(
-    spark: SparkSession,
-    settings: Settings,
-    dataset: Dataset,
-    sources: dict[str, Source],
-    old: bytes,
-    new: bytes,
-) -> int:
+def _rotate_tombstones(shell: Shell, catalog: Catalog, old: bytes, new: bytes) -> int:
     """Add the new key's token for each tombstone of the old key whose identifier a landing
     file still holds; the old key's entries stay, for a restore of a backup made with it."""
-    ledger = ledger_table(dataset)
-    if log_version(spark, str(ledger.path(settings))) is None:
+    ledger = catalog.erasures()
+    if not shell.has(ledger):
         return 0
-    landed = [(s, _landed(spark, settings, s)) for s in sources.values()]
+    sources = catalog.dataset.structured().values()
+    landed = [(s, _landed(shell.spark, catalog, s)) for s in sources]
     pairs = _union([_pairs(f, s, old, new) for s, f in landed if f is not None])
     if pairs is None:
         return 0
-    made, _ = tombstones(spark.read.format("delta").load(str(ledger.path(settings))), old)
+    made, _ = tombstones(shell.read(ledger), old)
     remade = made.join(pairs, made["value"] == pairs[OLD]).select(
         F.lit(TOKEN_KIND).alias("kind"),
         F.col(NEW).alias("value"),
         F.lit(key_fingerprint(new)).alias("key"),
     )
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    return record_tombstones(spark, settings, dataset, remade, "rotate-key", now)
+    return record_tombstones(shell, catalog, remade, "rotate-key", now)

@@ -20,67 +20,53 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote
 
-from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config import BinarySource, Dataset, Settings, Source, load_token_key
-from lakestory.ingestion import ops
-from lakestory.ingestion.landing import LandedFile, list_files
-from lakestory.ingestion.streams import carries, commit_actions, pending_batch, query_id
-from lakestory.ingestion.structured import (
+from lakestory.columns import (
+    BATCH_ID,
     CORRUPT,
     DECODE_ERROR,
+    INGESTED_AT,
+    LINEAGE,
     RESCUED,
+    ROW_HASH,
+    SOURCE_FILE,
+)
+from lakestory.config import BinarySource, Dataset, Settings, Source, load_token_key
+from lakestory.ingestion import ops
+from lakestory.ingestion.structured import (
     Drift,
     StructuredBatch,
     read_structured,
     sampled_type_changes,
 )
 from lakestory.io import (
+    INGESTION_FILES,
+    SCHEMA_DRIFT,
+    Catalog,
+    Shell,
+    StreamTxns,
     TableRef,
-    checkpoint_path,
     ensure_layers,
     local_frame,
-    log_version,
-    register,
 )
-from lakestory.privacy.erasure import ledger_table, without_erased
+from lakestory.io.files import LandedFile, list_files
+from lakestory.operations.erasure import without_erased
 from lakestory.privacy.vault import check_key
 
 log = logging.getLogger("lakestory.ingest")
-
-METADATA_COLUMNS = [
-    "_source_file",
-    "_file_modification_time",
-    "_ingested_at",
-    "_batch_id",
-    "_row_hash",
-]
 # Bronze keeps data-skipping statistics on its batch id and ingestion time only: its readers
 # select by those. Min/max of raw text columns would skip nothing, would cost about a third of
 # a plain write, and would copy raw values (names, e-mail addresses) into the transaction log,
 # where erasure cannot reach them. `_source_file` is left out too: string statistics keep a
 # 32-character prefix, which every path under one landing folder shares.
-STATS_COLUMNS = ["_ingested_at", "_batch_id"]
+STATS_COLUMNS = [INGESTED_AT, BATCH_ID]
 DISCOVERY_SCHEMA = "path string, modificationTime timestamp, length bigint, content binary"
-
-
-def _count_if(cond: Column) -> Column:
-    return F.sum(F.when(cond, 1).otherwise(0))
-
-
-def bronze_table(dataset: Dataset, source_name: str) -> TableRef:
-    return TableRef("bronze", f"{dataset.name}_{source_name}")
-
-
-def landing_path(settings: Settings, source: Source | BinarySource) -> str:
-    return str(settings.root / "landing" / source.path)
 
 
 @dataclass(frozen=True)
@@ -108,23 +94,59 @@ class _Totals:
     batches: int = 0
     drift_events: int = 0
 
+    def run(
+        self,
+        run_id: str,
+        dataset: str,
+        source: str,
+        started: datetime,
+        clock: float,
+        seen: list[LandedFile],
+    ) -> ops.IngestionRun:
+        """The run's row of `ops.ingestion_runs` (bronze's versions to be filled in)."""
+        return ops.IngestionRun(
+            run_id=run_id,
+            dataset=dataset,
+            source=source,
+            started_at=started,
+            finished_at=datetime.now(timezone.utc),
+            duration_s=round(time.perf_counter() - clock, 3),
+            files_seen=len(seen),
+            files_new=self.files_new,
+            empty_files=self.empty_files,
+            rows=self.rows,
+            corrupt_rows=self.corrupt_rows,
+            rescued_rows=self.rescued_rows,
+            decode_errors=self.decode_errors,
+            bytes=self.bytes,
+            batches=self.batches,
+            drift_events=self.drift_events,
+            bronze_version_before=None,
+            bronze_version_after=None,
+        )
+
 
 @dataclass
 class _Ingestion:
     """The state of one ingest run of one source, shared by its micro-batches."""
 
-    spark: SparkSession
-    settings: Settings
-    dataset: Dataset
+    shell: Shell
+    catalog: Catalog
     source_name: str
     run_id: str
-    # the batch the checkpoint had planned but not finished when its last run stopped: the only
-    # one that can be a replay of a batch already (partly) written
-    pending_batch: int | None = None
+    # the (app id, batch) of each batch's commits, and the one batch that may be a replay
+    txns: StreamTxns
     # the token key, when the dataset has erasures whose tombstones ingest must apply
     erasure_key: bytes | None = None
     totals: _Totals = field(default_factory=_Totals)
-    _app_id: str | None = None
+
+    @property
+    def spark(self) -> SparkSession:
+        return self.shell.spark
+
+    @property
+    def dataset(self) -> Dataset:
+        return self.catalog.dataset
 
     @property
     def source(self) -> Source | BinarySource:
@@ -132,26 +154,15 @@ class _Ingestion:
 
     @property
     def table(self) -> TableRef:
-        return bronze_table(self.dataset, self.source_name)
-
-    @property
-    def path(self) -> str:
-        return str(self.table.path(self.settings))
-
-    def app_id(self) -> str:
-        """Stable across restarts of the same checkpoint, new for a new checkpoint."""
-        if self._app_id is None:
-            query = query_id(self.spark, str(checkpoint_path(self.settings, self.table)))
-            self._app_id = f"lakestory-ingest:{self.table.qualified}:{query}"
-        return self._app_id
+        return self.catalog.bronze(self.source_name)
 
     def bronze_columns(self) -> list[str]:
         """The data columns bronze has now: the declared ones, then any added by evolution."""
         assert isinstance(self.source, Source)
         declared = list(self.source.schema_)
-        if not DeltaTable.isDeltaTable(self.spark, self.path):
+        if not self.shell.has(self.table):
             return declared
-        existing = self.spark.read.format("delta").load(self.path).columns
+        existing = self.shell.read(self.table).columns
         added = [c for c in existing if not c.startswith("_") and c not in declared]
         return declared + added
 
@@ -173,7 +184,7 @@ class _Ingestion:
 
                 frame = read_binary(self.spark, source, landed)
                 batch = StructuredBatch(
-                    frame.withColumn("_row_hash", F.col("sha256")),
+                    frame.withColumn(ROW_HASH, F.col("sha256")),
                     encodings={p: "binary" for p in paths},
                 )
             else:
@@ -186,9 +197,7 @@ class _Ingestion:
             stats: dict[str, dict[str, Any]] = {}
             if batch.frame is not None:
                 self._write(batch, batch_id)
-                registered = aside.submit(register, self.spark, self.settings, self.table)
                 stats = self._file_stats(batch_id)
-                registered.result()
             if type_check is not None:
                 batch.drift += type_check.result()
         self._log_batch(batch_id, landed, batch, stats, batch.drift)
@@ -197,21 +206,16 @@ class _Ingestion:
         """Append the batch to bronze, once: Delta skips a (query, batch) it has committed."""
         assert batch.frame is not None
         out = batch.frame.withColumns(
-            {"_ingested_at": F.current_timestamp(), "_batch_id": F.lit(batch_id).cast("bigint")}
+            {INGESTED_AT: F.current_timestamp(), BATCH_ID: F.lit(batch_id).cast("bigint")}
         )
-        ordered = [c for c in out.columns if c not in METADATA_COLUMNS] + METADATA_COLUMNS
-        writer = (
-            self._without_erased(out)
-            .select(*ordered)
-            .write.format("delta")
-            .mode("append")
-            .option("txnAppId", self.app_id())
-            .option("txnVersion", batch_id)
-            .option("delta.dataSkippingStatsColumns", ",".join(STATS_COLUMNS))
+        ordered = [c for c in out.columns if c not in LINEAGE] + LINEAGE
+        self.shell.append(
+            self._without_erased(out).select(*ordered),
+            self.table,
+            self.txns.txn(batch_id),
+            merge_schema=bool(batch.added_columns),
+            stats_columns=STATS_COLUMNS,
         )
-        if batch.added_columns:
-            writer = writer.option("mergeSchema", "true")
-        writer.save(self.path)
 
     def _without_erased(self, rows: DataFrame) -> DataFrame:
         """Rows of subjects erased by `lakestory forget` are left out, should their records
@@ -220,21 +224,8 @@ class _Ingestion:
         if self.erasure_key is None or not isinstance(source, Source):
             return rows
         log.info("%s: leaving out the rows of erased subjects", self.table)
-        erased = without_erased(self.spark, self.settings, self.dataset, source, self.erasure_key)
+        erased = without_erased(self.shell, self.catalog, source, self.erasure_key)
         return rows.transform(erased)
-
-    def _committed_files(self, batch_id: int) -> list[str] | None:
-        """The data files that this batch's bronze commit added, read from the commit itself;
-        None if the latest commit is not this batch's (another writer committed since, or
-        Delta skipped a replayed batch it had already committed)."""
-        version = log_version(self.spark, self.path)
-        if version is None:
-            return None
-        actions = commit_actions(self.spark, self.path, version)
-        if actions is None or not carries(actions, self.app_id(), batch_id):
-            return None
-        adds = [unquote(a["add"]["path"]) for a in actions if "add" in a]
-        return [a if "://" in a or a.startswith("file:") else f"{self.path}/{a}" for a in adds]
 
     def _file_stats(self, batch_id: int) -> dict[str, dict[str, Any]]:
         """Per-file counts of the batch just written, read back from bronze (a scan of a few
@@ -248,17 +239,16 @@ class _Ingestion:
                 RESCUED: "rescued_rows",
                 DECODE_ERROR: "decode_errors",
             }
-        files = self._committed_files(batch_id)
+        files = self.shell.latest_files(self.table, self.txns.txn(batch_id))
         if files is not None:
             # the columns read, named: Spark then reads no footer to plan the scan
-            schema = ", ".join(f"`{c}` string" for c in ["_source_file", *counted])
+            schema = ", ".join(f"`{c}` string" for c in [SOURCE_FILE, *counted])
             rows = self.spark.read.schema(schema).parquet(*files)
         else:
-            table = self.spark.read.format("delta").load(self.path)
-            rows = table.where(F.col("_batch_id") == batch_id)
-        flags = [_count_if(F.col(c).isNotNull()).alias(name) for c, name in counted.items()]
-        agg = rows.groupBy("_source_file").agg(F.count(F.lit(1)).alias("rows"), *flags)
-        return {r["_source_file"]: r.asDict() for r in agg.collect()}
+            rows = self.shell.read(self.table).where(F.col(BATCH_ID) == batch_id)
+        flags = [F.count_if(F.col(c).isNotNull()).alias(name) for c, name in counted.items()]
+        agg = rows.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("rows"), *flags)
+        return {r[SOURCE_FILE]: r.asDict() for r in agg.collect()}
 
     def record_empty_files(self, seen: list[LandedFile]) -> None:
         """Spark's file source plans empty files but reads no row from them, so a batch never
@@ -293,7 +283,7 @@ class _Ingestion:
                     self.run_id,
                     ds,
                     src,
-                    self.app_id(),
+                    self.txns.app_id,
                     batch_id,
                     f.path,
                     f.size,
@@ -315,11 +305,11 @@ class _Ingestion:
         t.drift_events += len(drift)
         files_df = local_frame(self.spark, files, ops.FILES_SCHEMA)
         if batch_id is None:  # outside a streaming batch: a plain append
-            ops.append_files(files_df, self.settings)
+            ops.append_files(self.shell, files_df)
             return
         t.batches += 1
-        app, replay = self.app_id(), batch_id == self.pending_batch
-        ops.append_batch_log(files_df, self.settings, ops.INGESTION_FILES, app, batch_id, replay)
+        app, replay = self.txns.app_id, self.txns.may_replay(batch_id)
+        ops.append_batch_log(self.shell, files_df, INGESTION_FILES, app, batch_id, replay)
         if drift:
             for d in drift:
                 log.warning(
@@ -348,11 +338,11 @@ class _Ingestion:
                 for d in drift
             ]
             drift_df = local_frame(self.spark, drift_rows, ops.DRIFT_SCHEMA)
-            ops.append_batch_log(drift_df, self.settings, ops.SCHEMA_DRIFT, app, batch_id, replay)
+            ops.append_batch_log(self.shell, drift_df, SCHEMA_DRIFT, app, batch_id, replay)
 
 
 def _discovery_stream(
-    spark: SparkSession, settings: Settings, source: Source | BinarySource
+    spark: SparkSession, catalog: Catalog, source: Source | BinarySource
 ) -> DataFrame:
     reader = spark.readStream.format("binaryFile").schema(DISCOVERY_SCHEMA)
     reader = reader.option("recursiveFileLookup", "true")
@@ -360,19 +350,16 @@ def _discovery_stream(
         reader = reader.option("pathGlobFilter", source.glob)
     if source.max_files_per_trigger:
         reader = reader.option("maxFilesPerTrigger", source.max_files_per_trigger)
-    return reader.load(landing_path(settings, source)).select("path", "modificationTime", "length")
+    return reader.load(catalog.landing(source)).select("path", "modificationTime", "length")
 
 
-def _erasure_key(
-    spark: SparkSession, settings: Settings, dataset: Dataset, source: Source | BinarySource
-) -> bytes | None:
+def _erasure_key(shell: Shell, catalog: Catalog, source: Source | BinarySource) -> bytes | None:
     """The token key, checked against the vault's, when landed rows must be matched against
     the dataset's tombstones (before the stream starts: a wrong key stops the run here)."""
-    ledger = str(ledger_table(dataset).path(settings))
-    if not isinstance(source, Source) or log_version(spark, ledger) is None:
+    if not isinstance(source, Source) or not shell.has(catalog.erasures()):
         return None
-    key = load_token_key(settings)
-    check_key(spark, settings, dataset, key)  # another key's tokens would match no tombstone
+    key = load_token_key(shell.settings)
+    check_key(shell, catalog, key)  # another key's tokens would match no tombstone
     return key
 
 
@@ -385,56 +372,35 @@ def ingest_source(
 ) -> IngestResult:
     """Append the source's new landing files to its bronze table; wait until they are in."""
     ensure_layers(spark, settings)
+    shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
     source = dataset.sources[source_name]
-    table = bronze_table(dataset, source_name)
+    table = catalog.bronze(source_name)
+    checkpoint = catalog.checkpoint(table)
     state = _Ingestion(
-        spark,
-        settings,
-        dataset,
+        shell,
+        catalog,
         source_name,
         run_id or uuid.uuid4().hex,
-        pending_batch=pending_batch(spark, str(checkpoint_path(settings, table))),
-        erasure_key=_erasure_key(spark, settings, dataset, source),
+        StreamTxns.starting(spark, "ingest", table, checkpoint),
+        erasure_key=_erasure_key(shell, catalog, source),
     )
-    path = str(table.path(settings))
-    before = log_version(spark, path)
+    before = shell.version(table)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    seen = list_files(spark, landing_path(settings, source), source.glob)
+    seen = list_files(spark, catalog.landing(source), source.glob)
     query = (
-        _discovery_stream(spark, settings, source)
+        _discovery_stream(spark, catalog, source)
         .writeStream.foreachBatch(state.process)
-        .option("checkpointLocation", str(checkpoint_path(settings, table)))
+        .option("checkpointLocation", checkpoint)
         .trigger(availableNow=True)
         .queryName(f"ingest_{table.name}")
         .start()
     )
     query.awaitTermination()
     state.record_empty_files(seen)
-    if (table.path(settings) / "_delta_log").is_dir():
-        register(spark, settings, table)
-    after = log_version(spark, path)
-    t = state.totals
+    after = shell.version(table)
     run = None
-    if t.files_new:
-        run = ops.IngestionRun(
-            run_id=state.run_id,
-            dataset=dataset.name,
-            source=source_name,
-            started_at=started,
-            finished_at=datetime.now(timezone.utc),
-            duration_s=round(time.perf_counter() - clock, 3),
-            files_seen=len(seen),
-            files_new=t.files_new,
-            empty_files=t.empty_files,
-            rows=t.rows,
-            corrupt_rows=t.corrupt_rows,
-            rescued_rows=t.rescued_rows,
-            decode_errors=t.decode_errors,
-            bytes=t.bytes,
-            batches=t.batches,
-            drift_events=t.drift_events,
-            bronze_version_before=before,
-            bronze_version_after=after,
-        )
-        ops.record_run(spark, settings, run)
-    return IngestResult(table, before, after, t.rows, run)
+    if state.totals.files_new:
+        run = state.totals.run(state.run_id, dataset.name, source_name, started, clock, seen)
+        run = replace(run, bronze_version_before=before, bronze_version_after=after)
+        ops.record_run(shell, run)
+    return IngestResult(table, before, after, state.totals.rows, run)

@@ -38,26 +38,22 @@ from __future__ import annotations
 import csv
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakestory.columns import CORRUPT, RESCUED, ROW_HASH, Transform, union
 from lakestory.config import ConfigError, Dataset, Settings, Source
 from lakestory.config.models import PSEUDONYM
-from lakestory.io import TableRef, ensure_layers, local_frame, log_version, register
-from lakestory.io.tables import RESTRICTED
-from lakestory.privacy.tokens import Transform, with_keyed_tokens
-from lakestory.privacy.vault import ID, TOKEN, check_key, key_fingerprint, vault_table
+from lakestory.io import ERASURES, Catalog, Shell, TableRef, ensure_layers, local_frame
+from lakestory.privacy.tokens import with_keyed_tokens
+from lakestory.privacy.vault import ID, TOKEN, check_key, key_fingerprint
 
 log = logging.getLogger("lakestory.forget")
 
-ERASURES = TableRef("ops", "erasures")
 RECEIPT_SCHEMA = (
     "receipt_id string, dataset string, subjects long, found long, "
     "tables array<struct<table: string, version: long, rows: long>>, "
@@ -77,15 +73,7 @@ def tombstones(entries: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
     return tokens, entries.where(F.col("kind") == ROW_KIND).select("value")
 
 
-ROW_HASH = "_row_hash"
-RAW_TEXT = ("_corrupt_record", "_rescued")
-RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
-LISTING_TASKS = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
-
-
-def ledger_table(dataset: Dataset) -> TableRef:
-    """The dataset's tombstone list: tokens and raw-row hashes of erased subjects."""
-    return TableRef(RESTRICTED, f"{dataset.name}_erasures")
+RAW_TEXT = (CORRUPT, RESCUED)
 
 
 @dataclass(frozen=True)
@@ -186,24 +174,9 @@ def _tokens_of(
             with_keyed_tokens({column: kind}, key, source.personal.country_code)
         )
         frames.append(tokenised.select(F.col(f"{column}_token").alias(TOKEN)))
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
+    out = union(frames)
+    assert out is not None
     return out.where(F.col(TOKEN).isNotNull()).distinct()
-
-
-def _tables(settings: Settings, layers: tuple[str, ...], prefix: str) -> Iterator[TableRef]:
-    for layer in layers:
-        folder = settings.root / layer
-        if not folder.is_dir():
-            continue
-        for table in sorted(folder.iterdir()):
-            if table.name.startswith(prefix) and (table / "_delta_log").is_dir():
-                yield TableRef(layer, table.name)
-
-
-def _load(spark: SparkSession, settings: Settings, table: TableRef) -> DataFrame:
-    return spark.read.format("delta").load(str(table.path(settings)))
 
 
 def _id_columns(dataset: Dataset, columns: list[str]) -> list[str]:
@@ -215,31 +188,7 @@ def _values(frame: DataFrame, column: str) -> list[str]:
     return [r[0] for r in frame.select(column).where(F.col(column).isNotNull()).collect()]
 
 
-@contextmanager
-def _vacuum_now(spark: SparkSession) -> Iterator[None]:
-    """In this block only, VACUUM may remove files younger than Delta's safety retention, and
-    lists a table's folders in as many tasks as there are cores rather than Spark's 10,000
-    (which took 10 to 40 s a table here)."""
-    settings = {
-        RETENTION_CHECK: "false",
-        LISTING_TASKS: str(spark.sparkContext.defaultParallelism),
-    }
-    before = {k: spark.conf.get(k, None) for k in settings}
-    for k, value in settings.items():
-        spark.conf.set(k, value)
-    try:
-        yield
-    finally:
-        for k, was in before.items():
-            if was is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, was)
-
-
-def _delete_matching(
-    spark: SparkSession, settings: Settings, table: TableRef, doomed: DataFrame, on: list[str]
-) -> int:
+def _delete_matching(shell: Shell, table: TableRef, doomed: DataFrame, on: list[str]) -> int:
     """Delete the rows of `table` that match a row of `doomed` on any of the columns `on`
     (each compared with `doomed`'s single column); returns how many. A MERGE, so that the
     values matched are data, never literals in the commit's recorded predicate."""
@@ -247,27 +196,8 @@ def _delete_matching(
         return 0
     (name,) = doomed.columns
     condition = " OR ".join(f"t.`{c}` = s.`{name}`" for c in on)
-    result = (
-        DeltaTable.forPath(spark, str(table.path(settings)))
-        .alias("t")
-        .merge(F.broadcast(doomed).alias("s"), condition)
-        .whenMatchedDelete()
-        .execute()
-    )
-    row = result.first()
+    row = shell.merge(table, F.broadcast(doomed), condition, lambda m: m.whenMatchedDelete())
     return int(row["num_deleted_rows"]) if row is not None else 0
-
-
-def _purge(spark: SparkSession, settings: Settings, table: TableRef) -> int:
-    """Rewrite the files of `table` that hide deleted rows, then remove every file the
-    current version does not use; returns the version after."""
-    path = str(table.path(settings)).replace("`", "``")
-    spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
-    with _vacuum_now(spark):
-        spark.sql(f"VACUUM delta.`{path}` RETAIN 0 HOURS")
-    version = log_version(spark, str(table.path(settings)))
-    assert version is not None
-    return version
 
 
 def _raw_rows(
@@ -322,10 +252,10 @@ def reapply(
     """Erase again every subject the tombstone list names (after a restore from a backup
     taken before some erasure): rows whose tokens or raw-row hashes it holds. None when the
     dataset has never had an erasure."""
-    ledger = ledger_table(dataset)
-    if log_version(spark, str(ledger.path(settings))) is None:
+    shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
+    if not shell.has(catalog.erasures()):
         return None
-    entries = _load(spark, settings, ledger)
+    entries = shell.read(catalog.erasures())
     made, rows = tombstones(entries, key)
     tokens = made.select(F.col("value").alias(TOKEN))
     hashes = _values(rows, "value")
@@ -343,23 +273,23 @@ def _erase(
     subjects: int,
 ) -> Receipt:
     ensure_layers(spark, settings)
-    check_key(spark, settings, dataset, key)  # another key's tokens would find nobody
+    shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
+    check_key(shell, catalog, key)  # another key's tokens would find nobody
     receipt_id = uuid.uuid4().hex
-    prefix = f"{dataset.name}_"
-    vault = vault_table(dataset)
-    has_vault = log_version(spark, str(vault.path(settings))) is not None
+    vault = catalog.vault()
+    has_vault = shell.has(vault)
     token_list = _values(tokens, TOKEN)
     # ids of the tokens, then every id on a row that carries one of them, then their tokens
     ids: set[str] = set()
     if has_vault and token_list:
-        known = _load(spark, settings, vault)
+        known = shell.read(vault)
         ids = set(_values(known.join(F.broadcast(tokens), TOKEN, "left_semi"), ID))
     found = len(ids)
     # the silver and gold tables with id columns, by their frames as they are now
     carriers = {
         t: (frame, columns)
-        for t in _tables(settings, ("silver", "gold"), prefix)
-        if (columns := _id_columns(dataset, (frame := _load(spark, settings, t)).columns))
+        for t in catalog.stored(("silver", "gold"))
+        if (columns := _id_columns(dataset, (frame := shell.read(t)).columns))
     }
     if ids:
         wanted = local_frame(spark, [(i,) for i in sorted(ids)], "id string")
@@ -370,7 +300,7 @@ def _erase(
                 ids.update(v for v in row if v is not None)
     id_frame = local_frame(spark, [(i,) for i in sorted(ids)], f"{ID} string")
     if ids:
-        linked = _load(spark, settings, vault).join(F.broadcast(id_frame), ID, "left_semi")
+        linked = shell.read(vault).join(F.broadcast(id_frame), ID, "left_semi")
         token_list = sorted(set(token_list) | set(_values(linked, TOKEN)))
     all_tokens = local_frame(spark, [(t,) for t in token_list], f"{TOKEN} string")
 
@@ -378,17 +308,17 @@ def _erase(
     hashes = set(row_hashes)
     raw_tables = {
         t: rows
-        for t in _tables(settings, ("bronze", "quarantine"), prefix)
-        if ROW_HASH in (rows := _load(spark, settings, t)).columns
+        for t in catalog.stored(("bronze", "quarantine"))
+        if ROW_HASH in (rows := shell.read(t)).columns
     }
     for rows in raw_tables.values():
         hashes.update(_values(_raw_rows(dataset, rows, all_tokens, raw, key), ROW_HASH))
     hash_frame = local_frame(spark, [(h,) for h in sorted(hashes)], f"{ROW_HASH} string")
 
     def delete(table: TableRef, doomed: DataFrame, on: list[str]) -> None:
-        n = _delete_matching(spark, settings, table, doomed, on)
+        n = _delete_matching(shell, table, doomed, on)
         if n:
-            erased.append(TableErased(table.qualified, _purge(spark, settings, table), n))
+            erased.append(TableErased(table.qualified, shell.purge(table), n))
             log.info("%s: %d row(s) erased and purged", table, n)
 
     if hashes:
@@ -404,47 +334,36 @@ def _erase(
     fingerprint = key_fingerprint(key)
     entries: list[tuple[str, str, str | None]] = [(TOKEN_KIND, t, fingerprint) for t in token_list]
     entries += [(ROW_KIND, h, None) for h in sorted(hashes)]
-    new = record_tombstones(spark, settings, dataset, entries, receipt_id, now)
+    new = record_tombstones(shell, catalog, entries, receipt_id, now)
     receipt = Receipt(receipt_id, dataset.name, subjects, found, erased, new)
-    _record_receipt(spark, settings, receipt, now)
+    _record_receipt(shell, receipt, now)
     return receipt
 
 
 def record_tombstones(
-    spark: SparkSession,
-    settings: Settings,
-    dataset: Dataset,
+    shell: Shell,
+    catalog: Catalog,
     entries: list[tuple[str, str, str | None]] | DataFrame,
     receipt_id: str,
     now: datetime,
 ) -> int:
     """Add the entries the tombstone list lacks; returns how many were new."""
-    ledger = ledger_table(dataset)
-    path = str(ledger.path(settings))
+    ledger = catalog.erasures()
     if isinstance(entries, DataFrame):  # (kind, value, key)
         when = F.lit(now).cast("timestamp").alias("erased_at")
         rows = entries.select("kind", "value", "key", F.lit(receipt_id).alias("receipt_id"), when)
     else:
         listed = [(k, v, f, receipt_id, now) for k, v, f in entries]
-        rows = local_frame(spark, listed, LEDGER_SCHEMA)
-    if log_version(spark, path) is None:
-        rows.write.format("delta").mode("overwrite").save(path)
-        register(spark, settings, ledger)
+        rows = local_frame(shell.spark, listed, LEDGER_SCHEMA)
+    if not shell.has(ledger):
+        shell.replace(rows, ledger)
         return rows.count()
-    result = (
-        DeltaTable.forPath(spark, path)
-        .alias("l")
-        .merge(rows.alias("n"), "l.kind = n.kind AND l.value = n.value AND l.key <=> n.key")
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    row = result.first()
+    on = "t.kind = s.kind AND t.value = s.value AND t.key <=> s.key"
+    row = shell.merge(ledger, rows, on, lambda m: m.whenNotMatchedInsertAll())
     return int(row["num_inserted_rows"]) if row is not None else 0
 
 
-def _record_receipt(
-    spark: SparkSession, settings: Settings, receipt: Receipt, now: datetime
-) -> None:
+def _record_receipt(shell: Shell, receipt: Receipt, now: datetime) -> None:
     tables = [(t.table, t.version, t.rows) for t in receipt.tables]
     row = (
         receipt.receipt_id,
@@ -455,21 +374,16 @@ def _record_receipt(
         receipt.tombstones,
         now,
     )
-    frame = local_frame(spark, [row], RECEIPT_SCHEMA)
-    frame.write.format("delta").mode("append").save(str(ERASURES.path(settings)))
-    register(spark, settings, ERASURES)
+    shell.append(local_frame(shell.spark, [row], RECEIPT_SCHEMA), ERASURES)
 
 
-def without_erased(
-    spark: SparkSession, settings: Settings, dataset: Dataset, source: Source, key: bytes
-) -> Transform:
+def without_erased(shell: Shell, catalog: Catalog, source: Source, key: bytes) -> Transform:
     """Leave out of landed rows (bronze's text columns, `_row_hash`) those of erased subjects:
     a tokenised identifier whose token, or a raw record whose hash, the tombstone list holds.
     Rows pass unchanged when nothing was ever erased."""
-    ledger = ledger_table(dataset)
-    if log_version(spark, str(ledger.path(settings))) is None:
+    if not shell.has(catalog.erasures()):
         return lambda df: df
-    made, rows = tombstones(_load(spark, settings, ledger), key)
+    made, rows = tombstones(shell.read(catalog.erasures()), key)
     tokens = made.select(F.col("value").alias("__erased"))
     hashes = rows.select(F.col("value").alias("__erased"))
     personal = source.personal

@@ -15,7 +15,7 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from lakestory.ingestion.landing import _fs, list_files, read_text
+from lakestory.io.files import _fs, list_files, read_text
 
 _GLOB = set("{}[]*?\\")
 # table features under which a data file does not hold a table's rows as they read: some rows

@@ -23,14 +23,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from lakestory.config import Dataset, Settings
 from lakestory.errors import WrongKeyError
+from lakestory.io import ERASURES, RESTRICTED, Shell
 from lakestory.io.backup import Manifest, read_manifest, restore
-from lakestory.io.tables import RESTRICTED
-from lakestory.privacy.erasure import ERASURES, Receipt, reapply
+from lakestory.io.tables import stored
+from lakestory.operations.erasure import Receipt, reapply
 from lakestory.privacy.vault import FINGERPRINT, key_fingerprint
 
 log = logging.getLogger("lakestory.backup")
@@ -60,15 +60,13 @@ class Restored:
         return "\n".join(lines)
 
 
-def _check_vault_keys(spark: SparkSession, source: Path, manifest: Manifest, key: bytes) -> None:
+def _check_vault_keys(shell: Shell, source: Path, manifest: Manifest, key: bytes) -> None:
     given = key_fingerprint(key)
     for copy in manifest.tables:
         layer, _, name = copy.table.partition(".")
         if layer != RESTRICTED or not name.endswith("_vault"):
             continue
-        detail = DeltaTable.forPath(spark, str(source / layer / name)).detail()
-        row = detail.select("properties").first()
-        made = (row[0] if row is not None else {}).get(FINGERPRINT)
+        made = shell.properties_at(str(source / layer / name)).get(FINGERPRINT)
         if made is not None and made != given:
             raise WrongKeyError(
                 f"{copy.table} in the backup {source} was made with the key of fingerprint "
@@ -83,12 +81,10 @@ def restore_backup(
     """Put the backup's tables back, keep erasure records as they are now, and apply every
     tombstone of `datasets` again."""
     manifest = read_manifest(source)
-    _check_vault_keys(spark, source.resolve(), manifest, key)
-    root = settings.root
+    _check_vault_keys(Shell(spark, settings), source.resolve(), manifest, key)
 
     def keep(table: str) -> bool:
-        layer, _, name = table.partition(".")
-        return _never_restored(table) and (root / layer / name / "_delta_log").is_dir()
+        return _never_restored(table) and stored(settings, table)
 
     restore(spark, settings, source, keep=keep)
     receipts = []

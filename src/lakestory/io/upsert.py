@@ -10,8 +10,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.ingestion.streams import operation_metrics, txn_commit
-from lakestory.io import log_version
+from lakestory.io.commits import operation_metrics, txn_commit
+from lakestory.io.tables import log_version
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
