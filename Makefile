@@ -7,7 +7,7 @@ HOROVOD_STAMP := $(VENV)/.horovod
 CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint format clean chromium
+.PHONY: help venv demo test test-fast lint format clean chromium
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,13 @@ test: $(STAMP) $(HOROVOD_STAMP) chromium ## Run lint, the layer contract and the
 	$(BIN)/ruff check src tests jobs bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+# The inner loop: unit tests and the integration tests not marked slow (no whole pipeline, no
+# distributed training); `make test` still runs everything.
+test-fast: $(STAMP) ## Lint, the layer contract, and the tests not marked slow
+	$(BIN)/ruff check src tests jobs bench
+	$(BIN)/lint-imports
+	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP) ## ruff, ruff format --check, the layer contract (lint-imports), mypy on src/
 	$(BIN)/ruff check src tests jobs bench
