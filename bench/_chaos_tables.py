@@ -120,7 +120,8 @@ def read_log(table: Path) -> TableState:
                     json.loads(line)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             problems.append(f"commit v{version} is not whole JSON: {exc}")
-    notes = tuple(f"temporary file in its log: {n}" for n in sorted(names) if n.startswith("."))
+    # Hadoop's checksums are `.N.json.crc`; an interrupted write leaves `.N.json.<uuid>.tmp`
+    notes = tuple(f"temporary file in its log: {n}" for n in sorted(names) if n.endswith(".tmp"))
     return TableState(commits[-1], tuple(problems), notes)
 
 
