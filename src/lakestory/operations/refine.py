@@ -22,6 +22,7 @@ silver's columns (which starts a new checkpoint) refines all of bronze again.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -68,6 +69,19 @@ from lakestory.quality.source_rules import rules_for, validate_expectations
 log = logging.getLogger("lakestory.refine")
 
 RETRACT = "__retract"  # a labelled row, which takes its key out of the unlabeled table
+
+
+class _Clock:
+    """Wall seconds of consecutive passes, by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
 
 
 @dataclass(frozen=True)
@@ -149,19 +163,33 @@ class Refinement:
         """Check `rows` (bronze's columns), write the rejected ones to quarantine and the rest
         to silver, and record the counts. With `resolve`, `rows` come from quarantine itself:
         the ones that now pass leave it, the others get their new reasons."""
+        clock = _Clock()
         batch = self._checked(rows, txn, replace, found, resolve)
+        clock.lap("check")
         # ids for the batch's identifiers before anything is written that carries them (a
         # batch run again mints nothing twice)
         mint(self.shell, self.catalog, self.source, batch.checked, self.key)
         vault = read_vault(self.shell, self.catalog)
+        clock.lap("mint")
         # silver first: a row that leaves quarantine (`resolve`) must be in silver already
         upserted, kept = self._write_silver(batch, vault)
+        clock.lap("silver")
         if any(r.action == UNLABELED for r in batch.rules):
             self._write_unlabeled(batch, vault)
+            clock.lap("unlabeled")
         counted = self._write_quarantine(batch)
+        clock.lap("quarantine")
         tally = tally_of(counted, batch.rules, batch.found, batch.rows_in, kept)
         counts = counts_of(tally, upserted, duplicates_of(kept))
         self._record(counts, tally, batch)
+        clock.lap("record")
+        counts.seconds.update(clock.seconds)
+        log.info(
+            "%s: batch of %d rows refined in %s",
+            self.silver,
+            batch.rows_in,
+            ", ".join(f"{name} {s:.2f}s" for name, s in clock.seconds.items()),
+        )
         return counts
 
     def _checked(

@@ -30,6 +30,9 @@ class RefineCounts:
     unlabeled: int = 0  # rows sent to the unlabeled table (missing or invalid label)
     rule_failures: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    # wall seconds of each of refine's passes over its batches (`Refinement._refine`), for
+    # the log and bench/refine.py; not a count, so two runs' counts compare equal without it
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     @classmethod
     def total(cls, parts: list[RefineCounts]) -> RefineCounts:
@@ -41,7 +44,11 @@ class RefineCounts:
         fields = ("rows_in", "silver", "exact_duplicates", "key_duplicates", "quarantined")
         more = ("dropped", "unchanged", "unlabeled", "batches")
         sums = {f: sum(getattr(p, f) for p in parts) for f in (*fields, *more)}
-        return cls(**sums, rule_failures=failures)
+        seconds: dict[str, float] = {}
+        for p in parts:
+            for name, s in p.seconds.items():
+                seconds[name] = seconds.get(name, 0.0) + s
+        return cls(**sums, rule_failures=failures, seconds=seconds)
 
     @property
     def duplicates(self) -> int:
