@@ -52,6 +52,8 @@ VOLATILE: Mapping[str, str] = {
     "latency_p50_ms": "a measured latency",
     "latency_p95_ms": "a measured latency",
     "throughput_rows_s": "a measured throughput",
+    # inside the JSON of ops.stage_runs.outputs (refine's counts)
+    "seconds": "wall seconds of each of refine's passes",
 }
 # Artificial ids are random UUIDs, different in two warehouses refined independently: they are
 # compared through the vault, each replaced by the token the warehouse's vault links it to.
@@ -82,18 +84,36 @@ def table_paths(root: Path) -> dict[str, Path]:
         if not folder.is_dir():
             continue
         for table in sorted(folder.iterdir()):
-            if not table.name.startswith(".") and (table / DELTA_LOG).is_dir():
+            if not table.name.startswith(".") and _has_commit(table):
                 out[f"{layer}.{table.name}"] = table
     return out
 
 
+def _has_commit(table: Path) -> bool:
+    """Whether `table` holds a Delta table: a log with a commit or a checkpoint. A writer
+    killed before a new table's first commit leaves an empty `_delta_log`, which Delta reads
+    as no table at all (the state before the stage); a table that had commits and lost them
+    is then missing, which the checks report."""
+    log = table / DELTA_LOG
+    return log.is_dir() and any(
+        _COMMIT.match(p.name) or _CHECKPOINT.match(p.name) for p in log.iterdir()
+    )
+
+
 def leftovers(root: Path) -> list[str]:
-    """Dot folders an interrupted restore or backup left beside the tables."""
+    """Dot folders an interrupted restore or backup left beside the tables, and the empty
+    logs of tables whose first commit was cut."""
     found = []
     for layer in LAYERS:
         folder = root / layer
         if folder.is_dir():
             found += [f"{layer}/{p.name}" for p in folder.iterdir() if p.name.startswith(".")]
+            found += [
+                f"{layer}/{p.name}: a _delta_log without a commit (a new table's first commit "
+                "cut; no table yet)"
+                for p in folder.iterdir()
+                if (p / DELTA_LOG).is_dir() and not _has_commit(p)
+            ]
     return sorted(found)
 
 

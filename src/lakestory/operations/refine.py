@@ -184,7 +184,7 @@ class Refinement:
         self._record(counts, tally, batch)
         clock.lap("record")
         counts.seconds.update(clock.seconds)
-        log.info(
+        log.debug(  # below the console's level: bench/refine.py reads `counts.seconds`
             "%s: batch of %d rows refined in %s",
             self.silver,
             batch.rows_in,
