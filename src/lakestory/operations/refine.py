@@ -234,7 +234,7 @@ class Refinement:
         """MERGE the latest kept version of each key into silver; returns the rows the MERGE
         inserted or updated, and the counts of duplicates and outliers observed on the way."""
         source, checks = self.source, batch.checks
-        ranks = ranked(batch.checked.where(checks.kept()), source, batch.found, self.key, vault)
+        ranks = ranked(batch.checked.where(checks.kept()), source, batch.found, self.key)
         upserted = 0
 
         def upsert(frame: DataFrame) -> None:
@@ -278,7 +278,7 @@ class Refinement:
                 REASONS: checks.reasons(),
             }
         )
-        ranks = ranked(both, source, batch.found, self.key, vault)
+        ranks = ranked(both, source, batch.found, self.key)
         rows = silver_rows(ranks, source, self.key, vault, keep=(LABEL_TEXT, REASONS, RETRACT))
         self._upsert(rows, self.catalog.unlabeled(self.source_name), batch, retract=RETRACT)
 

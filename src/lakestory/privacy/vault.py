@@ -79,16 +79,17 @@ def mint_ids(shell: Shell, catalog: Catalog, tokens: DataFrame, key: bytes) -> i
     commit. A vault made with another key stops it (`check_key`)."""
     check_key(shell, catalog, key)
     table = catalog.vault()
-    seen = tokens.select(TOKEN).where(F.col(TOKEN).isNotNull()).distinct()
+    seen = tokens.select(TOKEN).where(F.col(TOKEN).isNotNull())
     if shell.has(table):
         # the tokens the vault lacks; when there are none (a refresh of people known), no
-        # MERGE runs and nothing is committed
+        # MERGE runs and nothing is committed. Made distinct after the anti-join, which
+        # leaves the few new ones, rather than before it, over every row of the batch
         known = shell.read(table).select(TOKEN)
-        new = seen.join(known, TOKEN, "left_anti").localCheckpoint()
+        new = seen.join(known, TOKEN, "left_anti").distinct().localCheckpoint()
         if new.isEmpty():
             return 0
     else:
-        new = seen
+        new = seen.distinct()
     insert: dict[str, str | Column] = {
         TOKEN: f"s.{TOKEN}",
         ID: "uuid()",

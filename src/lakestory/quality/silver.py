@@ -28,22 +28,20 @@ def silver_frame(
 ) -> DataFrame:
     """The rows silver gets from the rows that passed every rule: outliers flagged or clipped,
     the latest version of each business key, pseudonymised, in silver's column order."""
-    return silver_rows(ranked(kept, source, found, key, vault), source, key, vault)
+    return silver_rows(ranked(kept, source, found, key), source, key, vault)
 
 
 KEY_TOKEN = "__key_token"
 
 
-def ranked(
-    kept: DataFrame, source: Source, found: list[Fence], key: bytes, vault: DataFrame
-) -> DataFrame:
+def ranked(kept: DataFrame, source: Source, found: list[Fence], key: bytes) -> DataFrame:
     """Kept rows with outliers flagged or clipped, and ranked among the versions of their key
     (`rank_versions`): exact copies collapse with the other versions of their key, and the
     row hash last makes the choice among equals the same in every run.
 
-    A tokenised business key is ranked by its token, after its artificial id is looked up in
-    `vault`: the lookup's join and the ranking's window then share one exchange of the rows
-    (by the token), and two ways of writing one key (" C1", "C1") are one key, as in silver."""
+    A tokenised business key is ranked by its keyed token (`KEY_TOKEN`), so that two ways of
+    writing one key (" C1", "C1") are one key, as in silver; `silver_rows` then looks up the
+    token's artificial id for the latest version alone."""
     outside = {f"{OUTSIDE}{i}": f.outside() for i, f in enumerate(found)}
     kept = kept.withColumns({**outside, **dict(flag_and_clip(found, dict(source.schema_)))})
     by = source.key
@@ -51,19 +49,28 @@ def ranked(
     if kind is not None:
         value = normalised(F.col(source.key), kind, source.personal.country_code)
         kept = kept.transform(with_hmac({KEY_TOKEN: F.when(value != "", value)}, key))
-        ids = vault.select(F.col(TOKEN).alias(KEY_TOKEN), F.col(ID).alias(source.silver_name(by)))
-        kept, by = kept.join(ids, KEY_TOKEN, "left"), KEY_TOKEN
+        by = KEY_TOKEN
     return kept.transform(rank_versions(by, [*version_order(source), ROW_HASH]))
 
 
 def silver_rows(
     ranked: DataFrame, source: Source, key: bytes, vault: DataFrame, keep: tuple[str, ...] = ()
 ) -> DataFrame:
+    """The latest version of each key of `ranked` (`ranked`'s frame), pseudonymised, in
+    silver's column order.
+
+    A tokenised key's id is looked up in `vault` after the ranking, by the token the rows are
+    ranked by: the join then reuses the window's exchange and sort of the rows (only the
+    vault's side is shuffled), and reads the vault for one row per key."""
+    latest = ranked.where(F.col(RANK) == 1)
+    if KEY_TOKEN in ranked.columns:
+        ids = vault.select(
+            F.col(TOKEN).alias(KEY_TOKEN), F.col(ID).alias(source.silver_name(source.key))
+        )
+        latest = latest.join(ids, KEY_TOKEN, "left")
     extra = [OUTLIERS] if OUTLIERS in ranked.columns else []
-    return (
-        ranked.where(F.col(RANK) == 1)
-        .transform(with_pseudonyms(source, key, vault))
-        .select(*source.silver_columns(), *extra, *SILVER_METADATA, *keep)
+    return latest.transform(with_pseudonyms(source, key, vault)).select(
+        *source.silver_columns(), *extra, *SILVER_METADATA, *keep
     )
 
 
