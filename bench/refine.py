@@ -47,6 +47,16 @@ Before the vault, at 1M rows, of a refresh's 18 s: 1.4 s the stream's start, 1.7
 second scan of every column, raw text included, of which it writes the 2.5% of failing rows),
 1.5 s the commits and the metrics row.
 
+With the key's id looked up after the ranking rather than before it (issue 21: the join reuses
+the window's exchange and sort) and the vault's anti-join before the distinct, at 1M rows
+(`--rows 1000000 --repeat 2`): 5.27 before (refine 48.5 s, bare 9.2 s) and 4.06 after (refine
+44.9 s, bare 11.1 s; the bare side itself moved by a fifth between the two runs). Alternating
+the two versions in one process three times, refine's best time moved by 1 to 9%. Where the
+time went after (`refine_passes_s`): check 4.8 s, mint 6.8, silver 21.4, quarantine 7.3,
+record 1.9. Reading and casting every column of the batch costs about 4.6 s a pass here;
+caching the cast batch (`MEMORY_AND_DISK`) to read it once took about 30 s to build, against
+the 4 s it saved the quarantine pass, so each pass reads bronze's files again instead.
+
 Prints one JSON line: {"rows": N, "bare_s": ..., "refine_s": ..., "ratio_vs_bare": ...,
 "ratio_of_medians": ..., "rows_per_s": ..., "bare_runs_s": [...], "refine_runs_s": [...],
 "refine_passes_s": {pass: seconds}, "refine_new_ids_s": ..., "ratio_new_ids_vs_bare": ...}.
