@@ -12,8 +12,8 @@ from lakestory.columns import FILE_MODIFICATION_TIME, INGESTED_AT, ROW_HASH, SOU
 from lakestory.config import Source
 from lakestory.privacy import normalised, with_hmac
 from lakestory.privacy.pseudonyms import with_pseudonyms
-from lakestory.privacy.vault import ID, TOKEN
 from lakestory.privacy.vault import SCHEMA as VAULT_SCHEMA
+from lakestory.privacy.vault import with_artificial_ids
 from lakestory.quality.accounting import OUTSIDE
 from lakestory.quality.casting import with_declared_types
 from lakestory.quality.dedup import RANK, rank_versions
@@ -64,10 +64,9 @@ def silver_rows(
     vault's side is shuffled), and reads the vault for one row per key."""
     latest = ranked.where(F.col(RANK) == 1)
     if KEY_TOKEN in ranked.columns:
-        ids = vault.select(
-            F.col(TOKEN).alias(KEY_TOKEN), F.col(ID).alias(source.silver_name(source.key))
+        latest = latest.transform(
+            with_artificial_ids(vault, {KEY_TOKEN: source.silver_name(source.key)})
         )
-        latest = latest.join(ids, KEY_TOKEN, "left")
     extra = [OUTLIERS] if OUTLIERS in ranked.columns else []
     return latest.transform(with_pseudonyms(source, key, vault)).select(
         *source.silver_columns(), *extra, *SILVER_METADATA, *keep
