@@ -24,7 +24,7 @@ from pyspark.sql import Column, DataFrame, DataFrameWriter, Observation, Row, Sp
 
 from lakestory.config import Settings
 from lakestory.io.commits import carries, commit_actions, pending_batch, query_id
-from lakestory.io.tables import TableRef, log_version, register
+from lakestory.io.tables import TableRef, clear_cut_log, log_version, register
 from lakestory.io.upsert import idempotent, upsert_latest
 
 # (app id, version): the pair a commit carries in its `txn` action
@@ -220,7 +220,9 @@ class Shell:
 
     def create(self, table: TableRef, rows: DataFrame, properties: dict[str, str]) -> None:
         """Create the empty table with the schema of `rows` and `properties`, unless a table
-        is already there."""
+        is already there. A log left without a commit by a cut creation is no table, and is
+        cleared first."""
+        clear_cut_log(self.spark, self.location(table))
         builder = DeltaTable.createIfNotExists(self.spark).location(self.location(table))
         builder = builder.addColumns(rows.schema)
         for name, value in properties.items():

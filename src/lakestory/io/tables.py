@@ -121,6 +121,32 @@ def log_version(spark: SparkSession, path: str) -> int | None:
     return max(versions, default=None)
 
 
+def clear_cut_log(spark: SparkSession, path: str) -> bool:
+    """Remove the `_delta_log` at `path` if it holds no file at all: what a kill leaves when
+    it cuts a new table's first commit (Delta makes the folders before it writes commit 0).
+    Delta's writer reads such a log as no table, but `CREATE TABLE IF NOT EXISTS` sees the
+    folder, skips the creation, then finds no table to open. Folders are removed one by one,
+    deepest first, each only while it is empty, so a commit that another writer lands
+    meanwhile stops the removal instead of being lost. Returns whether a log was removed."""
+    jvm = spark._jvm
+    assert jvm is not None
+    log = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    fs = log.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(log) or fs.listFiles(log, True).hasNext():
+        return False
+    folders = [log]
+    at = 0
+    while at < len(folders):
+        folders += [s.getPath() for s in fs.listStatus(folders[at]) if s.isDirectory()]
+        at += 1
+    try:
+        for folder in reversed(folders):  # children before parents
+            fs.delete(folder, False)  # refuses a folder that is no longer empty
+    except Exception:  # a file landed meanwhile: that writer's table stays as it is
+        return False
+    return True
+
+
 def read(spark: SparkSession, table: TableRef) -> DataFrame:
     return spark.read.table(table.qualified)
 
