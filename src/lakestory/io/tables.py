@@ -6,6 +6,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -107,10 +108,7 @@ def register(spark: SparkSession, settings: Settings, table: TableRef) -> None:
 def log_version(spark: SparkSession, path: str) -> int | None:
     """The latest version of the Delta table at `path`, from its log's file names (as Delta
     itself finds it, without loading the table's state); None if there is no table there."""
-    jvm = spark._jvm
-    assert jvm is not None
-    log = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
-    fs = log.getFileSystem(spark._jsc.hadoopConfiguration())
+    fs, log = _delta_log(spark, path)
     if not fs.exists(log):
         return None
     versions = [
@@ -128,23 +126,31 @@ def clear_cut_log(spark: SparkSession, path: str) -> bool:
     folder, skips the creation, then finds no table to open. Folders are removed one by one,
     deepest first, each only while it is empty, so a commit that another writer lands
     meanwhile stops the removal instead of being lost. Returns whether a log was removed."""
-    jvm = spark._jvm
-    assert jvm is not None
-    log = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
-    fs = log.getFileSystem(spark._jsc.hadoopConfiguration())
+    fs, log = _delta_log(spark, path)
     if not fs.exists(log) or fs.listFiles(log, True).hasNext():
         return False
-    folders = [log]
-    at = 0
-    while at < len(folders):
-        folders += [s.getPath() for s in fs.listStatus(folders[at]) if s.isDirectory()]
-        at += 1
     try:
-        for folder in reversed(folders):  # children before parents
-            fs.delete(folder, False)  # refuses a folder that is no longer empty
+        _remove_empty(fs, log)
     except Exception:  # a file landed meanwhile: that writer's table stays as it is
         return False
     return True
+
+
+def _remove_empty(fs: Any, folder: Any) -> None:
+    """Remove `folder` and the folders under it, children first; Hadoop's non-recursive
+    delete refuses a folder that is no longer empty."""
+    for status in fs.listStatus(folder):
+        if status.isDirectory():
+            _remove_empty(fs, status.getPath())
+    fs.delete(folder, False)
+
+
+def _delta_log(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """The Hadoop FileSystem of the table at `path` and its `_delta_log` folder's Path."""
+    jvm = spark._jvm
+    assert jvm is not None
+    log = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    return log.getFileSystem(spark._jsc.hadoopConfiguration()), log
 
 
 def read(spark: SparkSession, table: TableRef) -> DataFrame:
