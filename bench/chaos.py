@@ -19,7 +19,10 @@ applied again. For each stage:
    reference (every table's log version, rows and properties; the registry; the artifact and
    report files);
 2. `--kills` times: copy the starting state in, start the stage, SIGKILL it at t, uniform in
-   [0, T) (seeded by `--seed` and the stage), then check
+   [W, T) (seeded by `--seed` and the stage), where W is when the clean run first wrote a file
+   under the warehouse (its modification time), the metastore aside: before W the process is
+   still starting its JVM and session, and a kill there cuts nothing (a third of the kills
+   fell there when t was uniform in [0, T)); then check
    (a) that no table is torn: each is at the version it had before the stage or at one the
        clean run went through (none beyond), its log whole (no gap, every commit whole JSON)
        and every file its latest version names readable; and, for train and convert, that no
@@ -33,10 +36,12 @@ applied again. For each stage:
        a version whose artifacts are missing; and the files under artifacts/ and reports/ the
        clean run made.
 
-Every problem is described on stderr (stage, kill, moment, table, what differed); the kill's
-process log is kept under <work>/logs/. One JSON line at the end:
-{"kills": {stage: n}, "failures": {stage: n}, "failures_total": n, "finished_first": {...},
-"clean_s": {stage: T}, "stage_s": {stage: wall seconds of everything done for it},
+Every problem is described on stderr (stage, kill, moment, table, what differed), and each
+kill's verdict as it is reached (`chaos: refine: kill 3 at 41.2s: ok (3/20)`), so that a long
+run's progress shows; the kill's process log is kept under <work>/logs/. One JSON line at the
+end: {"kills": {stage: n}, "failures": {stage: n}, "failures_total": n, "finished_first":
+{...}, "clean_s": {stage: T}, "first_write_s": {stage: W}, "stage_s": {stage: wall seconds of
+everything done for it},
 "kill_at_s": {stage: [t, ...]}, "seed": S, "rows": R, "seconds": total}; a run that ends
 before its kill moment is counted in finished_first, not in kills, and checked all the same.
 
@@ -327,27 +332,54 @@ def landing(ws: Workspace, rows: int, drops: int) -> Path:
 
 @dataclass
 class Clean:
-    """One clean run of a stage: the copy of its result and how long it took."""
+    """One clean run of a stage: the copy of its result, how long it took, and when it first
+    wrote to the warehouse (seconds after its start)."""
 
     copy: Path
     seconds: float
+    first_write: float = 0.0
+
+
+# what a stage's process touches before it writes anything of its own: the metastore (Derby
+# boots with the session) and Derby's log
+NOT_WRITES = ("metastore_db", "derby.log")
+
+
+def file_times(root: Path) -> dict[Path, float]:
+    """The modification time of every file under the warehouse `root`, the metastore aside."""
+    return {
+        p: p.stat().st_mtime
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] not in NOT_WRITES
+    }
+
+
+def first_write(before: dict[Path, float], after: dict[Path, float], since: float) -> float:
+    """Seconds after `since` (a wall-clock time) of the earliest file that is new or changed
+    in `after` (`file_times`) against `before`; 0 if none is."""
+    written = [t for p, t in after.items() if before.get(p) != t]
+    return max(0.0, min(written) - since) if written else 0.0
 
 
 def clean_run(ws: Workspace, stage: str, rows: int, drops: int) -> Clean:
-    """The stage run uncut from its starting state; kept (with its duration) for the stages
-    that start from it and for later invocations on the same workspace."""
+    """The stage run uncut from its starting state; kept (with its duration and its first
+    write) for the stages that start from it and for later invocations on the same
+    workspace."""
     copy = ws.copies / f"after-{stage}"
     timing = ws.copies / f"after-{stage}.json"
     if copy.is_dir() and timing.is_file():
-        return Clean(copy, json.loads(timing.read_text())["seconds"])
+        kept = json.loads(timing.read_text())
+        return Clean(copy, kept["seconds"], kept.get("first_write_s", 0.0))
     put_in_place(ws, starting_state(ws, stage, rows, drops))
     log = ws.logs / f"{stage}-clean.log"
+    before, since = file_times(ws.root), time.time()
     code, seconds = run(ws, command(ws, stage), log, _conf(ws, stage))
     if code != 0:
         raise RuntimeError(f"a clean run of {stage} exited {code}: {last_error(log)} (see {log})")
+    first = min(first_write(before, file_times(ws.root), since), seconds)
     _keep(ws, f"after-{stage}")
-    timing.write_text(json.dumps({"seconds": seconds}))
-    return Clean(copy, seconds)
+    timing.write_text(json.dumps({"seconds": seconds, "first_write_s": first}))
+    return Clean(copy, seconds, first)
 
 
 def starting_state(ws: Workspace, stage: str, rows: int, drops: int) -> Path:
@@ -480,6 +512,7 @@ class Outcome:
     finished_first: int = 0
     failures: list[str] = field(default_factory=list)
     clean_s: float = 0.0
+    first_write_s: float = 0.0
     kill_at_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -520,9 +553,12 @@ def chaos_stage(
         if len(new) != 1:
             outcome.failures += _report(stage, "clean run", [f"{len(new)} new model versions"])
 
+    outcome.first_write_s = clean.first_write
     for i in range(kills):
-        at = rng.uniform(0, clean.seconds)
+        # within the part of the run that writes: a kill while the JVM starts cuts nothing
+        at = clean.first_write + rng.random() * (clean.seconds - clean.first_write)
         outcome.kill_at_s.append(round(at, 2))
+        failed_before = len(outcome.failures)
         when = f"kill {i + 1} at {at:.1f}s"
         log = ws.logs / f"{stage}-kill{i + 1}.log"
         log.unlink(missing_ok=True)
@@ -551,15 +587,17 @@ def chaos_stage(
         if code != 0:
             why = f"the rerun exited {code}: {last_error(log)}"
             outcome.failures += _report(stage, f"{when}, rerun", [why], log)
-            continue
-        problems = check_rerun(ref, read_contents(spark, ws.root))
-        if with_registry:
-            problems += check_registry(ref, registry(ws.root, name), completed=True)
-        if (made := files(ws.root)) != ref.files:
-            problems.append(
-                f"files: missing {sorted(ref.files - made)}, more {sorted(made - ref.files)}"
-            )
-        outcome.failures += _report(stage, f"{when}, after the rerun", problems, log)
+        else:
+            problems = check_rerun(ref, read_contents(spark, ws.root))
+            if with_registry:
+                problems += check_registry(ref, registry(ws.root, name), completed=True)
+            if (made := files(ws.root)) != ref.files:
+                problems.append(
+                    f"files: missing {sorted(ref.files - made)}, more {sorted(made - ref.files)}"
+                )
+            outcome.failures += _report(stage, f"{when}, after the rerun", problems, log)
+        verdict = "ok" if len(outcome.failures) == failed_before else "FAILED"
+        print(f"chaos: {stage}: {when}: {verdict} ({i + 1}/{kills})", file=sys.stderr, flush=True)
     outcome.seconds = time.monotonic() - began
     return outcome
 
@@ -604,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "failures_total": sum(len(o.failures) for o in outcomes.values()),
         "finished_first": {s: o.finished_first for s, o in outcomes.items()},
         "clean_s": {s: round(o.clean_s, 1) for s, o in outcomes.items()},
+        "first_write_s": {s: round(o.first_write_s, 1) for s, o in outcomes.items()},
         "stage_s": {s: round(o.seconds, 1) for s, o in outcomes.items()},
         "kill_at_s": {s: o.kill_at_s for s, o in outcomes.items()},
         "seed": args.seed,

@@ -10,8 +10,8 @@ ten writing stages takes 33 minutes on 2 cores (bench/chaos.py --kills 1 --seed 
 more than the suite's headroom; run the others with the bench itself:
 `python bench/chaos.py --kills 1`.
 
-Seed 30 puts the kill at 0.59 of refine's clean duration: past the Spark start, while the
-stage writes.
+Seed 30 draws 0.59: the kill falls 0.59 of the way from the clean run's first write to its
+end, while the stage writes (kills are drawn past the Spark start, where a kill cuts nothing).
 """
 
 from __future__ import annotations
