@@ -179,7 +179,8 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Warehouses:
         shutil.rmtree(root / "landing" / "customers" / "transactions")  # accounts only
     _run(clean, conf)
 
-    points = (planned_not_done, written_not_done, logged_not_done, between_batches)
+    # written_not_done last: the final run then completes the batch that kill left pending
+    points = (planned_not_done, logged_not_done, between_batches, written_not_done)
     kills = [_kill_when(killed, conf, point) for point in points]
     assert all(kills), f"a run finished before its kill point was reached: {kills}"
     _run(killed, conf)
@@ -199,6 +200,23 @@ def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
     assert per_file.count() == FILES and per_file.where("n != 1").count() == 0
     files = spark.read.format("delta").load(str(killed / "ops/ingestion_files"))
     assert files.count() == FILES == files.select("file").distinct().count()
+
+
+def test_a_run_that_completes_a_killed_batch_records_the_versions_it_spans(
+    spark: SparkSession, ingested: Warehouses
+) -> None:
+    """Only completed runs leave a row in ops.ingestion_runs (killed ones record nothing), and
+    each row's bronze versions span its batches: one bronze commit per batch, the batch a
+    killed run had committed and the final run completed included (bronze's version before
+    is the one before that commit, not the version the final run started at)."""
+    for root in (ingested.clean, ingested.killed):
+        runs = spark.read.format("delta").load(str(root / "ops/ingestion_runs")).collect()
+        assert len(runs) == 1, runs
+        run = runs[0]
+        before = -1 if run.bronze_version_before is None else run.bronze_version_before
+        assert run.bronze_version_after - before == run.batches == run.files_new, run
+    killed = spark.read.format("delta").load(str(ingested.killed / "ops/ingestion_runs")).first()
+    assert killed is not None and 0 < killed.batches < FILES  # the earlier kills did the rest
 
 
 SILVER = "silver/customers_accounts"

@@ -23,7 +23,13 @@ from delta.tables import DeltaMergeBuilder, DeltaTable
 from pyspark.sql import Column, DataFrame, DataFrameWriter, Observation, Row, SparkSession
 
 from lakestory.config import Settings
-from lakestory.io.commits import carries, commit_actions, pending_batch, query_id
+from lakestory.io.commits import (
+    carries,
+    commit_actions,
+    pending_batch,
+    query_id,
+    txn_version,
+)
 from lakestory.io.tables import TableRef, clear_cut_log, log_version, register
 from lakestory.io.upsert import idempotent, upsert_latest
 
@@ -126,6 +132,14 @@ class Shell:
             (actions := commit_actions(self.spark, path, v)) is not None and carries(actions, *txn)
             for v in range(first + 1, -1 if latest is None else latest + 1)
         )
+
+    def version_of(self, table: TableRef, txn: Txn) -> int | None:
+        """The version of the table's commit that carries `txn`, among its latest 50; None if
+        none does."""
+        latest = self.version(table)
+        if latest is None:
+            return None
+        return txn_version(self.spark, self.location(table), latest, *txn)
 
     def latest_files(self, table: TableRef, txn: Txn) -> list[str] | None:
         """The data files that the table's latest commit added, read from the commit

@@ -363,6 +363,20 @@ def _erasure_key(shell: Shell, catalog: Catalog, source: Source | BinarySource) 
     return key
 
 
+def _version_before(shell: Shell, table: TableRef, txns: StreamTxns) -> int | None:
+    """Bronze's version before the batches this run completes. A run killed after its
+    batch's commit to bronze and before its checkpoint recorded the batch done left that
+    batch pending: this run replays it (Delta skips the commit it already has) and completes
+    it, so the version before is the one before that commit, not the table's version now."""
+    now = shell.version(table)
+    if txns.pending is None or now is None:
+        return now
+    committed = shell.version_of(table, txns.txn(txns.pending))
+    if committed is None:
+        return now
+    return committed - 1 if committed > 0 else None
+
+
 def ingest_source(
     spark: SparkSession,
     settings: Settings,
@@ -384,7 +398,7 @@ def ingest_source(
         StreamTxns.starting(spark, "ingest", table, checkpoint),
         erasure_key=_erasure_key(shell, catalog, source),
     )
-    before = shell.version(table)
+    before = _version_before(shell, table, state.txns)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     seen = list_files(spark, catalog.landing(source), source.glob)
     query = (
