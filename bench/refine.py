@@ -57,6 +57,31 @@ record 1.9. Reading and casting every column of the batch costs about 4.6 s a pa
 caching the cast batch (`MEMORY_AND_DISK`) to read it once took about 30 s to build, against
 the 4 s it saved the quarantine pass, so each pass reads bronze's files again instead.
 
+Issue 21's target, <= 2.0 at 1M rows, is out of reach of this design. On 7 December 2026, on
+2 cores, `--rows 1000000 --repeat 2` gave 4.69 (refine 25.2 s, bare 5.36 s; passes: check 1.6,
+mint 3.6, silver 12.9, quarantine 4.7, record 1.1). The bare side had got faster than in the
+figures above (5.4 s against 9 to 11 s), and refine had not. Each part was timed alone in one
+process on the same drop, best of two or three (a probe, not kept):
+- reading bronze's files: 1.1 s;
+- the casts: 0.4 s;
+- every rule into the masks: 1.5 s;
+- the window that ranks a key's versions, the key's token and the vault's join: 3.7 to 5.5 s
+  over writing the same kept rows without them;
+- writing about a million silver rows to Delta: 2.8 to 4 s, as the bare side's write does.
+So silver's pass alone is 7 to 8 s when timed apart, about 1.4 times the whole bare copy, and
+12.5 to 15 s inside a refine run. Add the quarantine pass, which reads, casts and checks every
+row again to write 2.5% of them (3.3 to 5 s), the fences (1.6 s) and the vault's anti-join
+(3.6 s): these four passes, timed apart, come to 15.5 to 18 s, 2.9 to 3.4 times the bare copy,
+before the metrics row and the stream's own commits. To reach 2.0, a whole pass has to go.
+Neither way of reading each batch once pays:
+- caching the cast batch: 30 s to build (above);
+- writing it once as Parquet: that write alone would cost about what the bare copy's own write
+  does (4 of its 5.4 s), and silver's window, join and write would still follow.
+Reaching 2.0 would take removing two of the four passes, for example:
+- quarantine's pass, with its rows taken from silver's scan: one scan writing two tables,
+  which Spark's writers do not offer;
+- the vault's anti-join, with the ids looked up once for both minting and silver.
+
 Prints one JSON line: {"rows": N, "bare_s": ..., "refine_s": ..., "ratio_vs_bare": ...,
 "ratio_of_medians": ..., "rows_per_s": ..., "bare_runs_s": [...], "refine_runs_s": [...],
 "refine_passes_s": {pass: seconds}, "refine_new_ids_s": ..., "ratio_new_ids_vs_bare": ...}.
