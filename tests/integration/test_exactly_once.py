@@ -34,6 +34,7 @@ FILES = 6
 TABLE = "bronze/customers_accounts"
 CHECKPOINT = "_checkpoints/bronze/customers_accounts"
 FILE_LOG = "ops/ingestion_files"
+RUN_LOG = "ops/ingestion_runs"
 TOKEN_KEY = "exactly-once-test-key-0123456789abcdef"  # a throwaway key for throwaway data
 CONTENT = [
     "customer_id",
@@ -97,6 +98,7 @@ def _state(root: Path) -> dict[str, set[int]]:
         "commits": _numbered(ck / "commits"),
         "versions": _versions(root / TABLE),
         "logged": _versions(root / FILE_LOG),
+        "runs": _versions(root / RUN_LOG),
     }
 
 
@@ -123,6 +125,13 @@ def logged_not_done(start: dict[str, set[int]], now: dict[str, set[int]]) -> boo
 def between_batches(start: dict[str, set[int]], now: dict[str, set[int]]) -> bool:
     """This process completed a batch and has not planned the next."""
     return bool(now["commits"] - start["commits"]) and now["offsets"] == now["commits"]
+
+
+def streamed_not_recorded(start: dict[str, set[int]], now: dict[str, set[int]]) -> bool:
+    """This process's stream has done every file's batch, and the run has not recorded
+    itself in ops.ingestion_runs yet."""
+    done = len(now["commits"]) == FILES and now["offsets"] == now["commits"]
+    return done and now["runs"] == start["runs"]
 
 
 def _kill_when(
@@ -179,8 +188,15 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Warehouses:
         shutil.rmtree(root / "landing" / "customers" / "transactions")  # accounts only
     _run(clean, conf)
 
-    # written_not_done last: the final run then completes the batch that kill left pending
-    points = (planned_not_done, logged_not_done, between_batches, written_not_done)
+    # streamed_not_recorded last: the run it kills completes the batch written_not_done left
+    # pending, and the final run then has no file left to ingest, only runs to record
+    points = (
+        planned_not_done,
+        logged_not_done,
+        between_batches,
+        written_not_done,
+        streamed_not_recorded,
+    )
     kills = [_kill_when(killed, conf, point) for point in points]
     assert all(kills), f"a run finished before its kill point was reached: {kills}"
     _run(killed, conf)
@@ -202,21 +218,26 @@ def test_sigkill_at_any_point_then_rerun_equals_one_clean_run(
     assert files.count() == FILES == files.select("file").distinct().count()
 
 
-def test_a_run_that_completes_a_killed_batch_records_the_versions_it_spans(
+# what differs between two runs' rows in ops.ingestion_runs whatever happens
+RUN_MOVING = ["run_id", "started_at", "finished_at", "duration_s"]
+
+
+def test_runs_killed_before_recording_themselves_are_counted_by_the_run_that_follows(
     spark: SparkSession, ingested: Warehouses
 ) -> None:
-    """Only completed runs leave a row in ops.ingestion_runs (killed ones record nothing), and
-    each row's bronze versions span its batches: one bronze commit per batch, the batch a
-    killed run had committed and the final run completed included (bronze's version before
-    is the one before that commit, not the version the final run started at)."""
-    for root in (ingested.clean, ingested.killed):
-        runs = spark.read.format("delta").load(str(root / "ops/ingestion_runs")).collect()
-        assert len(runs) == 1, runs
-        run = runs[0]
-        before = -1 if run.bronze_version_before is None else run.bronze_version_before
-        assert run.bronze_version_after - before == run.batches == run.files_new, run
-    killed = spark.read.format("delta").load(str(ingested.killed / "ops/ingestion_runs")).first()
-    assert killed is not None and 0 < killed.batches < FILES  # the earlier kills did the rest
+    """Every run the ingest test killed ended before recording itself in ops.ingestion_runs;
+    the final run, which found no file left to ingest, records what they ingested. The
+    warehouse then holds one row, the clean run's: every file and batch, and bronze's
+    versions from before the first batch's commit to the last's."""
+    clean, killed = (
+        spark.read.format("delta").load(str(root / RUN_LOG)).drop(*RUN_MOVING).collect()
+        for root in (ingested.clean, ingested.killed)
+    )
+    assert killed == clean
+    assert len(clean) == 1
+    run = clean[0]
+    assert run.files_new == run.batches == FILES and run.bronze_version_before is None
+    assert run.bronze_version_after == FILES - 1  # one bronze commit per batch
 
 
 SILVER = "silver/customers_accounts"

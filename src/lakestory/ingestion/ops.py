@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from lakestory.io import (
     INGESTION_FILES,
     INGESTION_RUNS,
+    SCHEMA_DRIFT,
     Shell,
     TableRef,
     exists,
@@ -95,6 +96,76 @@ def append_files(shell: Shell, df: DataFrame) -> None:
 def record_run(shell: Shell, run: IngestionRun) -> None:
     row = local_frame(shell.spark, [tuple(asdict(run).values())], RUNS_SCHEMA)
     shell.append(row, INGESTION_RUNS, stats_columns=STATS)
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """What runs that were killed before recording themselves ingested: their files, as
+    `ops.ingestion_files` logged them, and their schema drift."""
+
+    files: int = 0
+    empty_files: int = 0
+    rows: int = 0
+    corrupt_rows: int = 0
+    rescued_rows: int = 0
+    decode_errors: int = 0
+    bytes: int = 0
+    batches: tuple[int, ...] = ()
+    drift_events: int = 0
+
+
+def unrecorded(
+    shell: Shell, dataset: str, source: str, stream: str, run_id: str, skip: set[int]
+) -> Unrecorded:
+    """The files a stream's earlier runs logged and no row of `ops.ingestion_runs` counts
+    (runs killed after some batches), leaving out this run's own (`run_id`) and the batches
+    in `skip` (those this run processed again, whose log rows a killed run had written)."""
+    if not shell.has(INGESTION_FILES):
+        return Unrecorded()
+    recorded: list[str] = []
+    if shell.has(INGESTION_RUNS):
+        runs = shell.read(INGESTION_RUNS)
+        mine = (F.col("dataset") == dataset) & (F.col("source") == source)
+        recorded = [r.run_id for r in runs.where(mine).select("run_id").distinct().collect()]
+
+    def orphans(table: TableRef) -> DataFrame:
+        rows = shell.read(table).where(
+            (F.col("dataset") == dataset)
+            & (F.col("source") == source)
+            & (F.col("stream_id") == stream)
+            & (F.col("run_id") != run_id)
+            & ~F.col("run_id").isin(*recorded)
+        )
+        return rows.where(F.col("batch_id").isNull() | ~F.col("batch_id").isin(*skip))
+
+    counts = (
+        orphans(INGESTION_FILES)
+        .agg(
+            F.count(F.lit(1)).alias("files"),
+            F.count_if(F.col("status") == "empty").alias("empty_files"),
+            *[
+                F.coalesce(F.sum(c), F.lit(0)).alias(c)
+                for c in ("rows", "corrupt_rows", "rescued_rows", "decode_errors", "bytes")
+            ],
+            F.sort_array(F.collect_set("batch_id")).alias("batches"),
+        )
+        .first()
+    )
+    assert counts is not None
+    if not counts.files:
+        return Unrecorded()
+    drift = orphans(SCHEMA_DRIFT).count() if shell.has(SCHEMA_DRIFT) else 0
+    return Unrecorded(
+        files=int(counts.files),
+        empty_files=int(counts.empty_files),
+        rows=int(counts.rows),
+        corrupt_rows=int(counts.corrupt_rows),
+        rescued_rows=int(counts.rescued_rows),
+        decode_errors=int(counts.decode_errors),
+        bytes=int(counts.bytes),
+        batches=tuple(int(b) for b in counts.batches),
+        drift_events=drift,
+    )
 
 
 def latest_runs(spark: SparkSession, dataset: str | None = None) -> DataFrame | None:

@@ -110,6 +110,11 @@ class Catalog:
         """The streaming checkpoint of the stream that writes `table`."""
         return str(self.root / "_checkpoints" / table.layer / table.name)
 
+    def run_marker(self, table: TableRef) -> str:
+        """A file beside the stream's checkpoint that says a run writing `table` began and
+        has not finished recording itself (see `operations.ingest`)."""
+        return f"{self.checkpoint(table)}/_lakestory_run"
+
     def landing(self, source: Source | BinarySource) -> str:
         """The folder a source's files are dropped in."""
         return str(self.root / "landing" / source.path)

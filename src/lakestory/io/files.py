@@ -98,3 +98,13 @@ def read_text(spark: SparkSession, path: str, limit: int = 1 << 20) -> str | Non
         if not fs.exists(hpath):
             return None
     return head(spark, path, limit).decode("utf-8")
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small text file (replacing one that is there), on whatever filesystem holds it."""
+    fs, hpath = _fs(spark, _qualified(spark, path))
+    stream = fs.create(hpath, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()

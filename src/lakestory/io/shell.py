@@ -63,10 +63,11 @@ class StreamTxns:
     @property
     def app_id(self) -> str:
         if self._app_id is None:
-            self._app_id = (
-                f"lakestory-{self.kind}:{self.table.qualified}:"
-                f"{query_id(self.spark, self.checkpoint)}"
-            )
+            query = query_id(self.spark, self.checkpoint)
+            app_id = f"lakestory-{self.kind}:{self.table.qualified}:{query}"
+            if query == "unknown":  # asked before the stream's start wrote its id: not kept
+                return app_id
+            self._app_id = app_id
         return self._app_id
 
     def txn(self, batch: int) -> Txn:

@@ -55,7 +55,8 @@ from lakestory.io import (
     ensure_layers,
     local_frame,
 )
-from lakestory.io.files import LandedFile, list_files
+from lakestory.io.commits import remove
+from lakestory.io.files import LandedFile, list_files, read_text, write_text
 from lakestory.operations.erasure import without_erased
 from lakestory.privacy.vault import check_key
 
@@ -93,6 +94,18 @@ class _Totals:
     bytes: int = 0
     batches: int = 0
     drift_events: int = 0
+
+    def adopt(self, unrecorded: ops.Unrecorded) -> None:
+        """Count what killed runs ingested and did not record (`ops.unrecorded`)."""
+        self.files_new += unrecorded.files
+        self.empty_files += unrecorded.empty_files
+        self.rows += unrecorded.rows
+        self.corrupt_rows += unrecorded.corrupt_rows
+        self.rescued_rows += unrecorded.rescued_rows
+        self.decode_errors += unrecorded.decode_errors
+        self.bytes += unrecorded.bytes
+        self.batches += len(unrecorded.batches)
+        self.drift_events += unrecorded.drift_events
 
     def run(
         self,
@@ -363,18 +376,31 @@ def _erasure_key(shell: Shell, catalog: Catalog, source: Source | BinarySource) 
     return key
 
 
-def _version_before(shell: Shell, table: TableRef, txns: StreamTxns) -> int | None:
-    """Bronze's version before the batches this run completes. A run killed after its
-    batch's commit to bronze and before its checkpoint recorded the batch done left that
-    batch pending: this run replays it (Delta skips the commit it already has) and completes
-    it, so the version before is the one before that commit, not the table's version now."""
+def _version_before(
+    shell: Shell, table: TableRef, txns: StreamTxns, batches: list[int]
+) -> int | None:
+    """Bronze's version before the earliest commit of `batches` (batches of killed runs that
+    this run completes or counts), or its version now when they made none."""
     now = shell.version(table)
-    if txns.pending is None or now is None:
+    if now is None:
+        return None
+    commits = [v for b in batches if (v := shell.version_of(table, txns.txn(b))) is not None]
+    if not commits:
         return now
-    committed = shell.version_of(table, txns.txn(txns.pending))
-    if committed is None:
-        return now
-    return committed - 1 if committed > 0 else None
+    return min(commits) - 1 if min(commits) > 0 else None
+
+
+def _unrecorded(
+    shell: Shell, catalog: Catalog, source_name: str, txns: StreamTxns, run_id: str
+) -> ops.Unrecorded:
+    """What runs killed before recording themselves ingested (nothing when the last run
+    finished: it removed its marker)."""
+    if read_text(shell.spark, catalog.run_marker(catalog.bronze(source_name))) is None:
+        return ops.Unrecorded()
+    # the pending batch is replayed by this run, which counts it itself
+    skip = {txns.pending} if txns.pending is not None else set()
+    name = catalog.dataset.name
+    return ops.unrecorded(shell, name, source_name, txns.app_id, run_id, skip)
 
 
 def ingest_source(
@@ -398,7 +424,15 @@ def ingest_source(
         StreamTxns.starting(spark, "ingest", table, checkpoint),
         erasure_key=_erasure_key(shell, catalog, source),
     )
-    before = _version_before(shell, table, state.txns)
+    # A run records itself (`ops.ingestion_runs`) once its stream has finished. One killed
+    # before that leaves its marker, and the batches it completed are counted by the next
+    # run's row (`adopted`), so that a kill loses no run's record: the rows of a killed run
+    # and its rerun are those of one run (the chaos bench compares them).
+    txns = state.txns
+    adopted = _unrecorded(shell, catalog, source_name, txns, state.run_id)
+    replayed = [txns.pending] if txns.pending is not None else []
+    before = _version_before(shell, table, txns, [*adopted.batches, *replayed])
+    write_text(spark, catalog.run_marker(table), state.run_id)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     seen = list_files(spark, catalog.landing(source), source.glob)
     query = (
@@ -412,9 +446,11 @@ def ingest_source(
     query.awaitTermination()
     state.record_empty_files(seen)
     after = shell.version(table)
+    state.totals.adopt(adopted)
     run = None
     if state.totals.files_new:
         run = state.totals.run(state.run_id, dataset.name, source_name, started, clock, seen)
         run = replace(run, bronze_version_before=before, bronze_version_after=after)
         ops.record_run(shell, run)
+    remove(spark, catalog.run_marker(table))
     return IngestResult(table, before, after, state.totals.rows, run)
