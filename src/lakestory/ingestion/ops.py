@@ -8,8 +8,8 @@ appends, which spares each batch a replay of the log's Delta history.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,6 +23,7 @@ from lakestory.io import (
     exists,
     local_frame,
 )
+from lakestory.io.files import LandedFile
 
 # readers of the log select by dataset and source; statistics on the other columns would only
 # make every small append slower
@@ -98,20 +99,55 @@ def record_run(shell: Shell, run: IngestionRun) -> None:
     shell.append(row, INGESTION_RUNS, stats_columns=STATS)
 
 
-@dataclass(frozen=True)
-class Unrecorded:
-    """What runs that were killed before recording themselves ingested: their files, as
-    `ops.ingestion_files` logged them, and their schema drift."""
+@dataclass
+class RunTotals:
+    """What one run of one source ingested, counted batch by batch."""
 
-    files: int = 0
+    files_new: int = 0
     empty_files: int = 0
     rows: int = 0
     corrupt_rows: int = 0
     rescued_rows: int = 0
     decode_errors: int = 0
     bytes: int = 0
-    batches: tuple[int, ...] = ()
+    batches: int = 0
     drift_events: int = 0
+
+    def add(self, other: RunTotals) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def run(
+        self,
+        run_id: str,
+        dataset: str,
+        source: str,
+        started: datetime,
+        duration_s: float,
+        seen: list[LandedFile],
+    ) -> IngestionRun:
+        """The run's row of `ops.ingestion_runs` (bronze's versions to be filled in)."""
+        return IngestionRun(
+            run_id=run_id,
+            dataset=dataset,
+            source=source,
+            started_at=started,
+            finished_at=datetime.now(timezone.utc),
+            duration_s=duration_s,
+            files_seen=len(seen),
+            **asdict(self),
+            bronze_version_before=None,
+            bronze_version_after=None,
+        )
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """What runs that were killed before recording themselves ingested: their files, as
+    `ops.ingestion_files` logged them, their schema drift, and their batches."""
+
+    totals: RunTotals
+    batches: tuple[int, ...]
 
 
 def unrecorded(
@@ -121,7 +157,7 @@ def unrecorded(
     (runs killed after some batches), leaving out this run's own (`run_id`) and the batches
     in `skip` (those this run processed again, whose log rows a killed run had written)."""
     if not shell.has(INGESTION_FILES):
-        return Unrecorded()
+        return Unrecorded(RunTotals(), ())
     recorded: list[str] = []
     if shell.has(INGESTION_RUNS):
         runs = shell.read(INGESTION_RUNS)
@@ -141,31 +177,25 @@ def unrecorded(
     counts = (
         orphans(INGESTION_FILES)
         .agg(
-            F.count(F.lit(1)).alias("files"),
+            F.count(F.lit(1)).alias("files_new"),
             F.count_if(F.col("status") == "empty").alias("empty_files"),
             *[
                 F.coalesce(F.sum(c), F.lit(0)).alias(c)
                 for c in ("rows", "corrupt_rows", "rescued_rows", "decode_errors", "bytes")
             ],
-            F.sort_array(F.collect_set("batch_id")).alias("batches"),
+            F.sort_array(F.collect_set("batch_id")).alias("batch_ids"),
         )
         .first()
     )
     assert counts is not None
-    if not counts.files:
-        return Unrecorded()
+    if not counts.files_new:
+        return Unrecorded(RunTotals(), ())
+    found = counts.asDict()
+    batches = tuple(int(b) for b in found.pop("batch_ids"))
     drift = orphans(SCHEMA_DRIFT).count() if shell.has(SCHEMA_DRIFT) else 0
-    return Unrecorded(
-        files=int(counts.files),
-        empty_files=int(counts.empty_files),
-        rows=int(counts.rows),
-        corrupt_rows=int(counts.corrupt_rows),
-        rescued_rows=int(counts.rescued_rows),
-        decode_errors=int(counts.decode_errors),
-        bytes=int(counts.bytes),
-        batches=tuple(int(b) for b in counts.batches),
-        drift_events=drift,
-    )
+    totals = RunTotals(**{k: int(v) for k, v in found.items()})
+    totals.batches, totals.drift_events = len(batches), drift
+    return Unrecorded(totals, batches)
 
 
 def latest_runs(spark: SparkSession, dataset: str | None = None) -> DataFrame | None:

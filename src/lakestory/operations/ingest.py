@@ -84,62 +84,6 @@ class IngestResult:
 
 
 @dataclass
-class _Totals:
-    files_new: int = 0
-    empty_files: int = 0
-    rows: int = 0
-    corrupt_rows: int = 0
-    rescued_rows: int = 0
-    decode_errors: int = 0
-    bytes: int = 0
-    batches: int = 0
-    drift_events: int = 0
-
-    def adopt(self, unrecorded: ops.Unrecorded) -> None:
-        """Count what killed runs ingested and did not record (`ops.unrecorded`)."""
-        self.files_new += unrecorded.files
-        self.empty_files += unrecorded.empty_files
-        self.rows += unrecorded.rows
-        self.corrupt_rows += unrecorded.corrupt_rows
-        self.rescued_rows += unrecorded.rescued_rows
-        self.decode_errors += unrecorded.decode_errors
-        self.bytes += unrecorded.bytes
-        self.batches += len(unrecorded.batches)
-        self.drift_events += unrecorded.drift_events
-
-    def run(
-        self,
-        run_id: str,
-        dataset: str,
-        source: str,
-        started: datetime,
-        clock: float,
-        seen: list[LandedFile],
-    ) -> ops.IngestionRun:
-        """The run's row of `ops.ingestion_runs` (bronze's versions to be filled in)."""
-        return ops.IngestionRun(
-            run_id=run_id,
-            dataset=dataset,
-            source=source,
-            started_at=started,
-            finished_at=datetime.now(timezone.utc),
-            duration_s=round(time.perf_counter() - clock, 3),
-            files_seen=len(seen),
-            files_new=self.files_new,
-            empty_files=self.empty_files,
-            rows=self.rows,
-            corrupt_rows=self.corrupt_rows,
-            rescued_rows=self.rescued_rows,
-            decode_errors=self.decode_errors,
-            bytes=self.bytes,
-            batches=self.batches,
-            drift_events=self.drift_events,
-            bronze_version_before=None,
-            bronze_version_after=None,
-        )
-
-
-@dataclass
 class _Ingestion:
     """The state of one ingest run of one source, shared by its micro-batches."""
 
@@ -151,7 +95,7 @@ class _Ingestion:
     txns: StreamTxns
     # the token key, when the dataset has erasures whose tombstones ingest must apply
     erasure_key: bytes | None = None
-    totals: _Totals = field(default_factory=_Totals)
+    totals: ops.RunTotals = field(default_factory=ops.RunTotals)
 
     @property
     def spark(self) -> SparkSession:
@@ -396,7 +340,7 @@ def _unrecorded(
     """What runs killed before recording themselves ingested (nothing when the last run
     finished: it removed its marker)."""
     if read_text(shell.spark, catalog.run_marker(catalog.bronze(source_name))) is None:
-        return ops.Unrecorded()
+        return ops.Unrecorded(ops.RunTotals(), ())
     # the pending batch is replayed by this run, which counts it itself
     skip = {txns.pending} if txns.pending is not None else set()
     name = catalog.dataset.name
@@ -446,10 +390,11 @@ def ingest_source(
     query.awaitTermination()
     state.record_empty_files(seen)
     after = shell.version(table)
-    state.totals.adopt(adopted)
+    state.totals.add(adopted.totals)
     run = None
     if state.totals.files_new:
-        run = state.totals.run(state.run_id, dataset.name, source_name, started, clock, seen)
+        duration = round(time.perf_counter() - clock, 3)
+        run = state.totals.run(state.run_id, dataset.name, source_name, started, duration, seen)
         run = replace(run, bronze_version_before=before, bronze_version_after=after)
         ops.record_run(shell, run)
     remove(spark, catalog.run_marker(table))
