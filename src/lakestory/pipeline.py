@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -35,9 +35,15 @@ from lakestory.features import (
     read_params,
 )
 from lakestory.io import Catalog, TableRef, ensure_layers, table_version
-from lakestory.io.runs import StageRun, last_run, record_run
+from lakestory.io.runs import StageRun, Underway, last_run, record_run
 from lakestory.operations.ingest import IngestResult, ingest_source
-from lakestory.operations.refine import RefineCounts, refine_source, reprocess_source
+from lakestory.operations.refine import (
+    RefineCounts,
+    quarantine_versions,
+    recorded_counts,
+    refine_source,
+    reprocess_source,
+)
 
 if TYPE_CHECKING:
     from lakestory.conversion.registry import ScoringModel
@@ -58,6 +64,12 @@ class Context:
     settings: Settings
     dataset: Dataset
     full_refresh: bool = False  # refine all of bronze again, not only its new rows
+    run: Underway | None = None  # the stage's run, while `run_stage` runs it
+
+    @property
+    def run_id(self) -> str:
+        assert self.run is not None, "a stage's work runs inside run_stage"
+        return self.run.run_id
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,9 @@ class Stage(Generic[R]):
         needs: The dataset section without which the stage has nothing to do.
         forced: Whether to run even when the inputs are those of the last run.
         records_as: The stage whose latest run this one's result becomes (default: its own).
+        resumes: Whether a run keeps a marker until it is recorded, so that the next run
+            resumes one killed before that (`io.runs.Underway`); ingest keeps one per source
+            of its own.
     """
 
     name: str
@@ -107,6 +122,7 @@ class Stage(Generic[R]):
     needs: str | None = None
     forced: Callable[[Context], bool] = _never
     records_as: str | None = None
+    resumes: bool = True
 
     def __call__(self, ctx: Context) -> Outcome:
         return run_stage(ctx, self)
@@ -117,7 +133,7 @@ def run_stage(ctx: Context, stage: Stage[Any]) -> Outcome:
     if stage.needs is not None and getattr(ctx.dataset, stage.needs) is None:
         return Outcome(stage.name, False, _undeclared(ctx.dataset, stage.needs))
     if stage.inputs is None:
-        report = stage.report(ctx, stage.run(ctx, {}))
+        report = _run(ctx, stage, {})
         return Outcome(stage.name, report.ran, report.message, report.outputs)
     inputs = stage.inputs(ctx)
     if missing := [k for k, v in inputs.items() if v is None]:
@@ -127,11 +143,24 @@ def run_stage(ctx: Context, stage: Stage[Any]) -> Outcome:
         previous = last_run(ctx.spark, ctx.dataset.name, recorded)
         if previous is not None and previous.inputs == inputs:
             return Outcome(stage.name, False, _UNCHANGED, previous.outputs)
-    report = stage.report(ctx, stage.run(ctx, inputs))
-    record_run(
-        ctx.spark, ctx.settings, StageRun(ctx.dataset.name, recorded, inputs, report.outputs)
-    )
+    report = _run(ctx, stage, inputs, recorded)
     return Outcome(stage.name, report.ran, report.message, report.outputs)
+
+
+def _run(ctx: Context, stage: Stage[Any], inputs: Inputs, recorded: str | None = None) -> Report:
+    """The stage's work and report, under a run that a kill leaves to be resumed; recorded
+    as the latest run of `recorded`, if given."""
+    if stage.resumes:
+        run = Underway.begin(ctx.spark, Catalog(ctx.dataset, ctx.settings), stage.name)
+    else:
+        run = Underway(ctx.spark, None, uuid.uuid4().hex)
+    ctx = replace(ctx, run=run)
+    report = stage.report(ctx, stage.run(ctx, inputs))
+    if recorded is not None:
+        done = StageRun(ctx.dataset.name, recorded, inputs, report.outputs, run.run_id)
+        record_run(ctx.spark, ctx.settings, done)
+    run.end()
+    return report
 
 
 def digest(*parts: Any) -> str:
@@ -175,24 +204,37 @@ def _refine_inputs(ctx: Context) -> Inputs:
 
 
 def _refine(ctx: Context, inputs: Inputs) -> dict[str, RefineCounts]:
+    """Each landed source's new bronze rows refined. A run that resumes one killed before it
+    recorded itself counts the batches of both, from their rows of `ops.quality_metrics`:
+    the killed run may have finished some sources, which this one then finds nothing new in."""
     ds = ctx.dataset
     key = load_token_key(ctx.settings)
-    run_id = uuid.uuid4().hex
     landed = [name for name in ds.structured() if Catalog(ds).bronze(name).qualified in inputs]
-    return {
+    counts = {
         name: refine_source(
-            ctx.spark, ctx.settings, ds, name, key, run_id, full_refresh=ctx.full_refresh
+            ctx.spark, ctx.settings, ds, name, key, ctx.run_id, full_refresh=ctx.full_refresh
         )
         for name in landed
     }
+    if ctx.run is not None and ctx.run.resumed:
+        recorded = recorded_counts(ctx.spark, ctx.settings, ds, ctx.run_id)
+        return {name: recorded.get(name, c).timed(c.seconds) for name, c in counts.items()}
+    return counts
 
 
 def _reprocess(ctx: Context, inputs: Inputs) -> dict[str, RefineCounts]:
-    """Quarantined rows through the current rules again, on request."""
+    """Quarantined rows through the current rules again, on request: each source's
+    quarantine as it stood when the run began, so that a run resuming one that was killed
+    moves the same rows (the writes the killed run made are skipped as done)."""
     key = load_token_key(ctx.settings)
-    run_id = uuid.uuid4().hex
+    assert ctx.run is not None
+    versions = ctx.run.planned(quarantine_versions(ctx.spark, ctx.settings, ctx.dataset))
     return {
-        name: reprocess_source(ctx.spark, ctx.settings, ctx.dataset, name, key, run_id)
+        name: reprocess_source(
+            ctx.spark, ctx.settings, ctx.dataset, name, key, ctx.run_id, versions[name]
+        )
+        if name in versions
+        else RefineCounts.total([])  # nothing was quarantined when the run began
         for name in ctx.dataset.structured()
     }
 
@@ -495,7 +537,7 @@ def _always(ctx: Context) -> bool:
     return True
 
 
-ingest = Stage("ingest", _ingest, _ingested)
+ingest = Stage("ingest", _ingest, _ingested, resumes=False)
 refine = Stage("refine", _refine, _refined, inputs=_refine_inputs, forced=_full_refresh)
 features = Stage("features", _features, _featured, inputs=_features_inputs, needs="features")
 train = Stage("train", _train, _trained, inputs=_train_inputs, needs="model")

@@ -10,6 +10,7 @@ the case `txnAppId`/`txnVersion` exists for, (c) after its files are also logged
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.demo.generate import generate_customers
@@ -244,6 +245,7 @@ SILVER = "silver/customers_accounts"
 QUARANTINE = "quarantine/customers_accounts"
 REFINE_CHECKPOINT = "_checkpoints/silver/customers_accounts"
 METRICS = "ops/quality_metrics"
+STAGE_RUNS = "ops/stage_runs"
 VAULT = "restricted/customers_vault"
 # columns that differ between two warehouses whatever happens: times, and paths under the root
 MOVING = ["_file_modification_time", "_ingested_at", "_quarantined_at", "_run_id", "_batch_id"]
@@ -257,7 +259,14 @@ def _refine_state(root: Path) -> dict[str, set[int]]:
         "silver": _versions(root / SILVER),
         "quarantine": _versions(root / QUARANTINE),
         "metrics": _versions(root / METRICS),
+        "stage_runs": _versions(root / STAGE_RUNS),
     }
+
+
+def refined_not_recorded(start: dict[str, set[int]], now: dict[str, set[int]]) -> bool:
+    """This process's stream has done a batch, and the run has not recorded itself in
+    ops.stage_runs yet."""
+    return bool(now["commits"] - start["commits"]) and now["stage_runs"] == start["stage_runs"]
 
 
 def _ahead(table: str) -> Point:
@@ -289,12 +298,20 @@ def test_refine_killed_at_any_point_then_rerun_equals_one_clean_run(
     """On the two warehouses the ingest test compares, refine in one micro-batch (all six
     bronze files), killed after the batch is planned and then, in each rerun of it, after
     each of the three tables it writes has its commit: every rerun replays the batch, and
-    must write only what the killed runs did not. (Replays of later batches, which MERGE into
-    silver, are in test_refine.)"""
+    must write only what the killed runs did not. A last kill lands after the batch is done
+    and before the run records itself in ops.stage_runs: the run after it has no batch left,
+    and must record the killed runs' counts, the clean run's. (Replays of later batches,
+    which MERGE into silver, are in test_refine.)"""
     conf = _conf_dir(ingested.conf.parent, files_per_batch=None)
     clean, killed = ingested.clean, ingested.killed
     _run(clean, conf, "refine")
-    points = (planned_not_done, _ahead("silver"), _ahead("quarantine"), _ahead("metrics"))
+    points = (
+        planned_not_done,
+        _ahead("silver"),
+        _ahead("quarantine"),
+        _ahead("metrics"),
+        refined_not_recorded,
+    )
     kills = [_kill_when(killed, conf, p, "refine", _refine_state) for p in points]
     assert all(kills), f"a run finished before its kill point was reached: {kills}"
     _run(killed, conf, "refine")
@@ -310,3 +327,20 @@ def test_refine_killed_at_any_point_then_rerun_equals_one_clean_run(
     (metrics,) = spark.read.format("delta").load(str(killed / METRICS)).collect()
     bronze = spark.read.format("delta").load(str(killed / TABLE))
     assert metrics.batch_id == 0 and metrics.rows_in == bronze.count()
+
+    # every killed run resumed the first one's id; the last run recorded it, with the counts
+    # of the batch the killed runs refined, as the clean run recorded its own
+    runs = [_stage_runs(spark, w, "refine") for w in (clean, killed)]
+    assert [len(r) for r in runs] == [1, 1]
+    assert runs[1][0].run_id == metrics.run_id
+    outputs = [json.loads(r[0].outputs) for r in runs]
+    for counts in outputs:
+        counts["accounts"].pop("seconds")
+    assert outputs[1] == outputs[0]
+    assert outputs[1]["accounts"]["batches"] == 1
+    assert not (killed / "_checkpoints" / "_stages" / "customers" / "refine").exists()
+
+
+def _stage_runs(spark: SparkSession, root: Path, stage: str) -> list[Row]:
+    runs = spark.read.format("delta").load(str(root / STAGE_RUNS))
+    return runs.where(F.col("stage") == stage).collect()

@@ -300,6 +300,7 @@ def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
         raise RuntimeError("killed between the two commits")
 
     monkeypatch.setattr(refine_module, "resolution", crash)
+    planned = table_version(spark, TableRef("quarantine", "fixed_people"))
     with pytest.raises(RuntimeError, match="killed"):
         reprocess_source(spark, settings, ds, "people", KEY, "run-2")
     assert spark.read.table("silver.fixed_people").count() == 4
@@ -312,6 +313,13 @@ def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
     (left,) = spark.read.table("quarantine.fixed_people").collect()
     assert (left.id, sorted(left._reasons)) == ("7", ["castable:age:int", "known_country"])
     assert left._run_id == "run-2"
+    # a crash after both commits, before the run recorded itself: the run that resumes it
+    # reads quarantine as the crashed run did, writes nothing again and counts what it did
+    tables = [TableRef("silver", "fixed_people"), TableRef("quarantine", "fixed_people")]
+    versions = [table_version(spark, t) for t in (*tables, QUALITY_METRICS)]
+    again = reprocess_source(spark, settings, ds, "people", KEY, "run-2", version=planned)
+    assert [table_version(spark, t) for t in (*tables, QUALITY_METRICS)] == versions
+    assert again == moved
 
     # a data fix in quarantine itself
     spark.sql(

@@ -115,6 +115,11 @@ class Catalog:
         has not finished recording itself (see `operations.ingest`)."""
         return f"{self.checkpoint(table)}/_lakestory_run"
 
+    def stage_marker(self, stage: str) -> str:
+        """A file that says a run of the dataset's `stage` began and has not recorded itself
+        in `ops.stage_runs`, with the run's id (see `io.runs.Underway`)."""
+        return str(self.root / "_checkpoints" / "_stages" / self.dataset.name / stage)
+
     def landing(self, source: Source | BinarySource) -> str:
         """The folder a source's files are dropped in."""
         return str(self.root / "landing" / source.path)

@@ -71,24 +71,31 @@ def carries(actions: list[dict[str, Any]], app_id: str, batch: int) -> bool:
     return txn is not None and txn.get("appId") == app_id and txn.get("version") == batch
 
 
+def _find_txn(
+    spark: SparkSession, table: str, latest: int, app_id: str, batch: int, look_back: int
+) -> tuple[int, list[dict[str, Any]]] | None:
+    for version in range(latest, max(latest - look_back, -1), -1):
+        actions = commit_actions(spark, table, version)
+        if actions is not None and carries(actions, app_id, batch):
+            return version, actions
+    return None
+
+
 def txn_version(
     spark: SparkSession, table: str, latest: int, app_id: str, batch: int, look_back: int = 50
 ) -> int | None:
     """The version of the commit that wrote (app id, batch), searched from version `latest`
     back; None if none of the last `look_back` commits did."""
-    for version in range(latest, max(latest - look_back, -1), -1):
-        actions = commit_actions(spark, table, version)
-        if actions is not None and carries(actions, app_id, batch):
-            return version
-    return None
+    found = _find_txn(spark, table, latest, app_id, batch, look_back)
+    return None if found is None else found[0]
 
 
 def txn_commit(
     spark: SparkSession, table: str, latest: int, app_id: str, batch: int, look_back: int = 50
 ) -> list[dict[str, Any]] | None:
     """The actions of the commit that wrote (app id, batch) (see `txn_version`)."""
-    version = txn_version(spark, table, latest, app_id, batch, look_back)
-    return None if version is None else commit_actions(spark, table, version)
+    found = _find_txn(spark, table, latest, app_id, batch, look_back)
+    return None if found is None else found[1]
 
 
 def operation_metrics(actions: list[dict[str, Any]]) -> dict[str, int]:

@@ -1,8 +1,11 @@
-"""`ops.stage_runs`: what each stage consumed and produced, so unchanged stages can be skipped."""
+"""`ops.stage_runs`: what each stage consumed and produced, so unchanged stages can be skipped;
+and the marker a run keeps until it has recorded itself there, so that a run killed before that
+is resumed, not lost."""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,10 +15,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Settings
-from lakestory.io.catalog import STAGE_RUNS
+from lakestory.io.catalog import STAGE_RUNS, Catalog
+from lakestory.io.commits import remove
+from lakestory.io.files import read_text, write_text
 from lakestory.io.local import local_frame
 from lakestory.io.shell import Shell
 from lakestory.io.tables import exists
+
+log = logging.getLogger("lakestory")
 
 SCHEMA = (
     "run_id string, dataset string, stage string, inputs string, outputs string, "
@@ -64,3 +71,62 @@ def record_run(spark: SparkSession, settings: Settings, run: StageRun) -> None:
         datetime.now(timezone.utc).replace(tzinfo=None),
     )
     Shell(spark, settings).append(local_frame(spark, [row], SCHEMA), STAGE_RUNS)
+
+
+@dataclass(frozen=True)
+class Underway:
+    """A run of a stage between its start and its row in `ops.stage_runs`.
+
+    The run keeps a marker (`Catalog.stage_marker`) with its id until it has recorded itself.
+    A run that finds the marker of one killed before that point resumes it: it takes the
+    killed run's id, so that what both wrote under the id (refine's rows of
+    `ops.quality_metrics`, one per batch) counts as one run, and the plan the killed run kept
+    (`planned`), so that it does the same work again, which the writes' transactions skip
+    where the killed run had done it. A stage skipped as unchanged leaves a marker where it
+    is, for the next run that does work; a marker cut while written (a kill in its first
+    milliseconds, before the run wrote anything) is one no run left."""
+
+    spark: SparkSession
+    marker: str | None  # None: a run that keeps no marker
+    run_id: str
+    resumed: bool = False
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def begin(cls, spark: SparkSession, catalog: Catalog, stage: str) -> Underway:
+        marker = catalog.stage_marker(stage)
+        kept = _marker(read_text(spark, marker))
+        if kept is not None:
+            log.info("%s: resuming the run that stopped before recording itself", stage)
+            return cls(spark, marker, kept["run_id"], True, kept.get("plan") or {})
+        run = cls(spark, marker, uuid.uuid4().hex)
+        run._keep({})
+        return run
+
+    def planned(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """The plan the run this one resumes kept, if it kept one; else `plan`, kept (before
+        the run writes anything it decides) for a run that resumes this one."""
+        if self.resumed and self.plan:
+            return self.plan
+        self._keep(plan)
+        return plan
+
+    def end(self) -> None:
+        """The run has recorded itself: nothing is left to resume."""
+        if self.marker is not None:
+            remove(self.spark, self.marker)
+
+    def _keep(self, plan: dict[str, Any]) -> None:
+        if self.marker is not None:
+            kept = {"run_id": self.run_id, "plan": plan}
+            write_text(self.spark, self.marker, json.dumps(kept))
+
+
+def _marker(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        kept = json.loads(text)
+    except ValueError:
+        return None
+    return kept if isinstance(kept, dict) and isinstance(kept.get("run_id"), str) else None

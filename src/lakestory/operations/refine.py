@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings, Source
@@ -40,6 +40,7 @@ from lakestory.quality.accounting import (
     RefineCounts,
     Tally,
     counts_of,
+    counts_of_rows,
     metrics_row,
     outside_counts,
     tally_counts,
@@ -301,13 +302,15 @@ class Refinement:
         metrics = local_frame(self.spark, [row], METRICS_SCHEMA).withColumn("measured_at", now)
         self.shell.write_once(metrics, QUALITY_METRICS, batch.txn)
 
-    def reprocess(self) -> RefineCounts:
-        """Run the rows in quarantine through the current rules again: the ones that pass now
-        go to silver (MERGE, latest wins) and leave quarantine; the others stay, with their
-        new reasons. Outlier fences are those the latest refine run recorded. Both writes
-        carry (app id, quarantine version), so a rerun after a crash completes the move
+    def reprocess(self, version: int | None = None) -> RefineCounts:
+        """Run the rows in quarantine (as of `version`, default its latest) through the
+        current rules again: the ones that pass now go to silver (MERGE, latest wins) and
+        leave quarantine; the others stay, with their new reasons. Outlier fences are those
+        the latest refine run recorded. Both writes carry (app id, quarantine version), so a
+        rerun after a crash, given the version the crashed run read, completes the move
         without doing any part of it twice."""
-        version = self.shell.version(self.quarantine)
+        if version is None:
+            version = self.shell.version(self.quarantine)
         if version is None:
             return RefineCounts.total([])
         rows = self.shell.read(self.quarantine, version).drop(*QUARANTINE_COLUMNS)
@@ -402,12 +405,46 @@ def reprocess_source(
     source_name: str,
     key: bytes,
     run_id: str,
+    version: int | None = None,
 ) -> RefineCounts:
-    """Run the source's quarantined rows through the current rules again (after a fix to a
-    rule or to the rows themselves): the rows that pass now move to silver, exactly once; the
-    others stay in quarantine with their new reasons. See `Refinement.reprocess`."""
+    """Run the source's quarantined rows (as of `version`, default the latest) through the
+    current rules again (after a fix to a rule or to the rows themselves): the rows that pass
+    now move to silver, exactly once; the others stay in quarantine with their new reasons.
+    See `Refinement.reprocess`."""
     validate_expectations(spark, dataset, source_name)
     catalog = Catalog(dataset, settings)
     rules = rules_for(dataset.structured()[source_name], catalog)
     state = Refinement(Shell(spark, settings), catalog, source_name, key, run_id, rules)
-    return state.reprocess()
+    return state.reprocess(version)
+
+
+def quarantine_versions(
+    spark: SparkSession, settings: Settings, dataset: Dataset
+) -> dict[str, int]:
+    """The latest version of each structured source's quarantine, for those that have one."""
+    shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
+    versions = {name: shell.version(catalog.quarantine(name)) for name in dataset.structured()}
+    return {name: v for name, v in versions.items() if v is not None}
+
+
+def recorded_counts(
+    spark: SparkSession, settings: Settings, dataset: Dataset, run_id: str
+) -> dict[str, RefineCounts]:
+    """The counts of every refine batch that run `run_id` recorded in `ops.quality_metrics`,
+    by source: those of a run and of the runs that resumed it, which share its id."""
+    shell = Shell(spark, settings)
+    if not shell.has(QUALITY_METRICS):
+        return {}
+    rows = (
+        shell.read(QUALITY_METRICS)
+        .where(
+            (F.col("run_id") == run_id)
+            & (F.col("dataset") == dataset.name)
+            & F.col("stream_id").startswith("lakestory-refine:")
+        )
+        .collect()
+    )
+    by_source: dict[str, list[Row]] = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    return {name: counts_of_rows(batches) for name, batches in by_source.items()}

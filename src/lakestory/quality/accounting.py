@@ -3,7 +3,7 @@ while the writes go by, and the batch's row of `ops.quality_metrics`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyspark.sql import Column, Row
@@ -49,6 +49,10 @@ class RefineCounts:
             for name, s in p.seconds.items():
                 seconds[name] = seconds.get(name, 0.0) + s
         return cls(**sums, rule_failures=failures, seconds=seconds)
+
+    def timed(self, seconds: dict[str, float]) -> RefineCounts:
+        """The same counts with the passes' wall seconds `seconds`."""
+        return replace(self, seconds=seconds)
 
     @property
     def duplicates(self) -> int:
@@ -165,6 +169,30 @@ def metrics_row(
         per_rule,
         per_column,
     )
+
+
+def counts_of_rows(rows: list[Row]) -> RefineCounts:
+    """The counts of the batches whose rows of `ops.quality_metrics` (`metrics_row`) these
+    are, one per batch."""
+
+    def batch(row: Row) -> RefineCounts:
+        def n(name: str) -> int:
+            return int(row[name] or 0)
+
+        return RefineCounts(
+            rows_in=n("rows_in"),
+            silver=n("silver"),
+            exact_duplicates=n("exact_duplicates"),
+            key_duplicates=n("key_duplicates"),
+            quarantined=n("quarantined"),
+            dropped=n("dropped"),
+            unchanged=n("unchanged"),
+            unlabeled=n("unlabeled"),
+            rule_failures={r["name"]: int(r["failed"]) for r in row["rules"] or []},
+            batches=1,
+        )
+
+    return RefineCounts.total([batch(row) for row in rows])
 
 
 def counts_of(tally: Tally, upserted: int, dups: Duplicates) -> RefineCounts:

@@ -1,0 +1,52 @@
+"""A stage's run keeps a marker until it has recorded itself, so that a run killed before then
+is resumed by the next: its id and its plan are the killed run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from lakestory.config import Dataset, Settings
+from lakestory.io import Catalog
+from lakestory.io.runs import Underway
+
+
+def test_a_run_that_stopped_before_recording_itself_is_resumed_with_its_id_and_plan(
+    spark: SparkSession, settings: Settings, customers: Dataset, tmp_path: Path
+) -> None:
+    catalog = _catalog(settings, customers, tmp_path)
+    marker = Path(catalog.stage_marker("reprocess"))
+
+    killed = Underway.begin(spark, catalog, "reprocess")
+    assert not killed.resumed and marker.is_file()
+    assert killed.planned({"accounts": 3}) == {"accounts": 3}
+
+    resumed = Underway.begin(spark, catalog, "reprocess")
+    assert (resumed.resumed, resumed.run_id) == (True, killed.run_id)
+    # the killed run's plan, not the one this run would make now
+    assert resumed.planned({"accounts": 4}) == {"accounts": 3}
+    resumed.end()
+    assert not marker.exists()
+
+    fresh = Underway.begin(spark, catalog, "reprocess")
+    assert not fresh.resumed and fresh.run_id != killed.run_id
+    assert fresh.planned({"accounts": 4}) == {"accounts": 4}
+    # another stage's run is its own
+    assert not Underway.begin(spark, catalog, "refine").resumed
+
+
+def test_a_marker_cut_while_written_is_no_run_to_resume(
+    spark: SparkSession, settings: Settings, customers: Dataset, tmp_path: Path
+) -> None:
+    catalog = _catalog(settings, customers, tmp_path)
+    marker = Path(catalog.stage_marker("refine"))
+    marker.parent.mkdir(parents=True)
+    marker.write_text('{"run_id": "3f2')
+    run = Underway.begin(spark, catalog, "refine")
+    assert not run.resumed and run.run_id != "3f2"
+
+
+def _catalog(settings: Settings, dataset: Dataset, root: Path) -> Catalog:
+    warehouse = settings.warehouse.model_copy(update={"root": root})
+    return Catalog(dataset, settings.model_copy(update={"warehouse": warehouse}))
