@@ -32,6 +32,7 @@ from lakestory.features import (
     Params,
     build_features,
     feature_inputs,
+    next_params_version,
     read_params,
 )
 from lakestory.io import Catalog, TableRef, ensure_layers, table_version
@@ -151,7 +152,7 @@ def _run(ctx: Context, stage: Stage[Any], inputs: Inputs, recorded: str | None =
     """The stage's work and report, under a run that a kill leaves to be resumed; recorded
     as the latest run of `recorded`, if given."""
     if stage.resumes:
-        run = Underway.begin(ctx.spark, Catalog(ctx.dataset, ctx.settings), stage.name)
+        run = Underway.begin(ctx.spark, Catalog(ctx.dataset, ctx.settings), stage.name, inputs)
     else:
         run = Underway(ctx.spark, None, uuid.uuid4().hex)
     ctx = replace(ctx, run=run)
@@ -248,7 +249,12 @@ def _features_inputs(ctx: Context) -> Inputs:
 
 
 def _features(ctx: Context, inputs: Inputs) -> tuple[int, Params]:
-    return build_features(ctx.spark, ctx.settings, ctx.dataset)
+    """The features, with the params version the run planned: a run resuming one killed after
+    it stored its params uses them rather than storing another version."""
+    assert ctx.run is not None
+    planned = ctx.run.planned({"params_version": next_params_version(ctx.spark, ctx.dataset)})
+    version = planned["params_version"]
+    return build_features(ctx.spark, ctx.settings, ctx.dataset, version, ctx.run_id)
 
 
 def _train_inputs(ctx: Context) -> Inputs:
@@ -267,7 +273,8 @@ def _lineage(ctx: Context, inputs: Inputs) -> dict[str, Any]:
 def _train(ctx: Context, inputs: Inputs) -> TrainResult:
     from lakestory.training import train_model
 
-    return train_model(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
+    lineage = _lineage(ctx, inputs)
+    return train_model(ctx.spark, ctx.settings, ctx.dataset, lineage, stage_run=ctx.run_id)
 
 
 def _tune(ctx: Context, inputs: Inputs) -> TuneResult:
@@ -327,7 +334,8 @@ def _convert(ctx: Context, inputs: Inputs) -> _Converted:
         require_batch_invariance=spec.quantization.require_batch_invariance,
     )
     params_version = int(trained.outputs["feature_params_version"])
-    published = publish(ctx.settings, report, trained.outputs["run_id"], params_version, out_dir)
+    run_id = trained.outputs["run_id"]
+    published = publish(ctx.settings, report, run_id, params_version, out_dir, ctx.run_id)
     return _Converted(report, published.version, params_version)
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pyarrow.parquet as pq
@@ -22,7 +24,8 @@ from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
 from lakestory.demo.generate import GeneratedLanding, generate_customers
-from lakestory.io import LAYERS, TableRef, table_version
+from lakestory.io import LAYERS, Catalog, TableRef, table_version
+from lakestory.io.runs import last_run
 from lakestory.io.tables import _known_in
 from lakestory.operations.erasure import forget
 from lakestory.pipeline import STAGES, Context, Outcome, run_stages
@@ -412,7 +415,7 @@ def test_onnx_agrees_with_torch(first_run: dict[str, Outcome]) -> None:
 
 
 def test_the_gates_choice_is_the_champion_with_its_origin(
-    settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+    spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
 ) -> None:
     from lakestory.conversion import choose_champion
     from lakestory.conversion.report import Figures
@@ -428,10 +431,13 @@ def test_the_gates_choice_is_the_champion_with_its_origin(
     client = mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
     champion = client.get_model_version_by_alias("customers_churn", "champion")
     assert str(champion.version) == report["champion_version"] != trained["model_version"]
+    converted = last_run(spark, customers.name, "convert")
+    assert converted is not None
     assert champion.tags == {
         "lakestory.artifact": gate.champion,
         "lakestory.source_version": trained["model_version"],
         "lakestory.feature_params_version": str(trained["feature_params_version"]),
+        "lakestory.stage_run": converted.run_id,  # the run of the stage that registered it
     }
     assert champion.run_id == trained["run_id"]  # the ONNX version joins its training run
     run = client.get_run(trained["run_id"])
@@ -539,6 +545,67 @@ def test_rerun_without_new_input_commits_nothing(
         again = run_stages(Context(spark, settings, customers), STAGES)
     assert not any(o.ran for o in again), [str(o) for o in again]
     assert {t.qualified: table_version(spark, t) for t in tables} == before
+
+
+@pytest.mark.usefixtures("changes_the_warehouse")
+def test_train_and_convert_killed_after_registering_are_resumed_not_repeated(
+    spark: SparkSession, settings: Settings, customers: Dataset, first_run: dict[str, Outcome]
+) -> None:
+    """A train or convert run killed after its model version was registered and before it
+    recorded itself: its marker is left, and the run that resumes it takes that version
+    (with the alias the killed run had not set yet) instead of registering another. A
+    features run killed after it stored its params: the run that resumes it uses them."""
+    from lakestory.pipeline import convert, features, run_stage, train
+
+    client = mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    catalog = Catalog(customers, settings)
+    ctx = Context(spark, settings, customers)
+    for stage, output, alias in (
+        (train, "model_version", "candidate"),
+        (convert, "champion_version", "champion"),
+    ):
+        killed = last_run(spark, customers.name, stage.name)
+        assert killed is not None
+        marker = _leave_marker(catalog, stage.name, killed.run_id, killed.inputs, {})
+        client.delete_registered_model_alias("customers_churn", alias)
+        versions = _versions(client)
+
+        outcome = run_stage(ctx, replace(stage, forced=lambda ctx: True))
+
+        assert outcome.ran and outcome.outputs[output] == killed.outputs[output]
+        assert _versions(client) == versions
+        now = client.get_model_version_by_alias("customers_churn", alias)
+        assert str(now.version) == str(killed.outputs[output])
+        assert not marker.exists()
+    trained = last_run(spark, customers.name, "train")
+    assert trained is not None
+    assert trained.outputs["metrics"] == first_run["train"].outputs["metrics"]
+
+    # last: a new features version would change the inputs of train and convert
+    params = catalog.feature_params().qualified
+    fitted = spark.read.table(params).collect()
+    killed = last_run(spark, customers.name, "features")
+    assert killed is not None
+    plan = {"params_version": killed.outputs["params_version"]}
+    _leave_marker(catalog, "features", killed.run_id, killed.inputs, plan)
+    outcome = run_stage(ctx, replace(features, forced=lambda ctx: True))
+    # the killed run's params, and its features table's write, which carries the run's id
+    assert outcome.outputs == killed.outputs
+    assert spark.read.table(params).collect() == fitted
+
+
+def _leave_marker(
+    catalog: Catalog, stage: str, run_id: str, inputs: dict[str, Any], plan: dict[str, Any]
+) -> Path:
+    """The marker a run of `stage` leaves when it is killed before recording itself."""
+    marker = Path(catalog.stage_marker(stage))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_id": run_id, "inputs": inputs, "plan": plan}))
+    return marker
+
+
+def _versions(client: mlflow.MlflowClient) -> list[str]:
+    return sorted(v.version for v in client.search_model_versions("name = 'customers_churn'"))
 
 
 def _token(value: str) -> str:

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from lakestory.config import Settings
 from lakestory.conversion.onnx_export import INPUT_NAME, OUTPUT_NAME, output_classes
 from lakestory.conversion.report import ONNX_FP32, ConversionReport
-from lakestory.training.tracking import use_store
+from lakestory.training.tracking import STAGE_RUN_TAG, registered_by, use_store
 
 CHAMPION = "champion"
 ARTIFACT_TAG = "lakestory.artifact"
@@ -67,13 +67,35 @@ def publish(
     run_id: str,
     feature_params_version: int,
     out_dir: Path,
+    stage_run: str | None = None,
 ) -> Published:
     """Log `out_dir` (report and ONNX files) and the figures to the source version's run
     `run_id`; register the gate's champion as a new version of the same model, tagged with what
-    it is and where it came from, and point alias `champion` at it."""
+    it is, where it came from and the pipeline's run of the convert stage (`stage_run`), and
+    point alias `champion` at it. A run resuming one killed after registering takes that
+    version rather than registering another."""
     client = use_store(settings)
     client.log_artifacts(run_id, str(out_dir), "conversion")
     _log_figures(client, run_id, report)
+    done = None if stage_run is None else registered_by(settings, report.model_name, stage_run)
+    if done is None:
+        tags = {
+            ARTIFACT_TAG: report.gate.champion,
+            SOURCE_TAG: report.source_version,
+            PARAMS_TAG: str(feature_params_version),
+            **({STAGE_RUN_TAG: stage_run} if stage_run else {}),
+        }
+        version, artifact = _register(report, run_id, tags), report.gate.champion
+    else:
+        version, artifact = str(done.version), done.tags[ARTIFACT_TAG]
+    client.update_model_version(report.model_name, version, description=report.gate.reason)
+    client.set_registered_model_alias(report.model_name, CHAMPION, version)
+    client.set_tag(run_id, "conversion.champion_version", version)
+    return Published(version, artifact)
+
+
+def _register(report: ConversionReport, run_id: str, tags: dict[str, str]) -> str:
+    """Log the gate's champion to the run `run_id` and register it, created with `tags`."""
     artifact = report.gate.champion
     graph = onnx.load(report.paths[artifact])
     width = graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value
@@ -95,18 +117,9 @@ def publish(
             signature=signature,
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}"],
             save_as_external_data=False,  # one file: scoring ships its bytes to the workers
+            tags=tags,
         )
-    version = str(info.registered_model_version)
-    for key, value in (
-        (ARTIFACT_TAG, artifact),
-        (SOURCE_TAG, report.source_version),
-        (PARAMS_TAG, str(feature_params_version)),
-    ):
-        client.set_model_version_tag(report.model_name, version, key, value)
-    client.update_model_version(report.model_name, version, description=report.gate.reason)
-    client.set_registered_model_alias(report.model_name, CHAMPION, version)
-    client.set_tag(run_id, "conversion.champion_version", version)
-    return Published(version, artifact)
+    return str(info.registered_model_version)
 
 
 def champion(settings: Settings, model_name: str) -> ModelVersion | None:

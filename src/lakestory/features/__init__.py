@@ -8,6 +8,7 @@ from lakestory.features.build import (
     feature_frame,
     feature_inputs,
     load_params,
+    next_params_version,
     read_params,
 )
 from lakestory.features.images import ImageParams
@@ -37,6 +38,7 @@ __all__ = [
     "feature_frame",
     "fit",
     "load_params",
+    "next_params_version",
     "prepared",
     "read_params",
     "split_bucket",

@@ -25,7 +25,7 @@ from lakestory.features.images import (
 )
 from lakestory.features.split import SPLIT_COLUMN, with_split
 from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
-from lakestory.io import Catalog, Shell, TableRef, exists, local_frame, read
+from lakestory.io import Catalog, Shell, TableRef, Txn, exists, local_frame, read
 
 LABEL_COLUMN = "label"
 PARAMS_VERSION_COLUMN = "feature_params_version"
@@ -96,18 +96,42 @@ def read_params(spark: SparkSession, dataset: Dataset, version: int) -> Params:
     return load_params(rows[0]["params"], version)
 
 
-def _next_version(spark: SparkSession, dataset: Dataset) -> int:
+def next_params_version(spark: SparkSession, dataset: Dataset) -> int:
+    """The version the next fitted params of the dataset are stored under."""
     if not exists(spark, Catalog(dataset).feature_params()):
         return 1
     last = read(spark, Catalog(dataset).feature_params()).agg(F.max("version")).first()
     return 1 if last is None or last[0] is None else int(last[0]) + 1
 
 
-def build_features(spark: SparkSession, settings: Settings, dataset: Dataset) -> tuple[int, Params]:
-    """Write gold.<dataset>_features, append the fitted params; return the features table's
-    Delta version and the params (with their version)."""
+def _stored(spark: SparkSession, dataset: Dataset, version: int) -> Params | None:
+    """The params stored under `version`, if a run stored them already."""
+    if not exists(spark, Catalog(dataset).feature_params()):
+        return None
+    try:
+        return read_params(spark, dataset, version)
+    except LookupError:
+        return None
+
+
+def build_features(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    version: int | None = None,
+    run_id: str | None = None,
+) -> tuple[int, Params]:
+    """Write gold.<dataset>_features, append the params fitted on train under `version`
+    (default: the next); return the features table's Delta version and the params (with their
+    version). A run of the pipeline's features stage passes its `run_id`, and a run that
+    resumes one killed before it finished passes the killed run's id and version: params
+    already stored under `version` are used as they are, not fitted and stored again, and the
+    features table is not written again if the killed run's write (which carries the id) was
+    committed."""
+    version = version or next_params_version(spark, dataset)
+    txn = None if run_id is None else (f"lakestory-features:{run_id}", 0)
     if dataset.image_spec is not None:
-        return build_image_features(spark, settings, dataset)
+        return build_image_features(spark, settings, dataset, version, txn)
     feats = dataset.feature_spec
     frame = (
         feature_frame(spark, dataset)
@@ -116,9 +140,13 @@ def build_features(spark: SparkSession, settings: Settings, dataset: Dataset) ->
         .localCheckpoint()  # the split's cuts and the fits read it several times
     )
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
-    params = fit(train, feats).with_version(_next_version(spark, dataset))
+    stored = _stored(spark, dataset, version)
+    if isinstance(stored, FeatureParams):
+        vectors = frame.transform(with_feature_vector(stored))
+        return _write(spark, settings, dataset, vectors, None, stored, txn), stored
+    params = fit(train, feats).with_version(version)
     vectors = frame.transform(with_feature_vector(params))
-    return _write(spark, settings, dataset, vectors, train.count(), params), params
+    return _write(spark, settings, dataset, vectors, train.count(), params, txn), params
 
 
 def _write(
@@ -126,12 +154,13 @@ def _write(
     settings: Settings,
     dataset: Dataset,
     frame: DataFrame,
-    train_rows: int,
+    train_rows: int | None,
     params: Params,
+    txn: Txn | None = None,
 ) -> int:
-    """Append `params` to the params table and replace the features table with `frame`'s
-    key, split, label and vector, each row naming the params version; the features table's
-    new Delta version."""
+    """Append `params` (fitted on `train_rows` rows; None: stored already) to the params
+    table and replace the features table with `frame`'s key, split, label and vector, each
+    row naming the params version, once per `txn`; the features table's Delta version."""
     assert dataset.features is not None
     gold = frame.select(
         dataset.features.key,
@@ -141,12 +170,13 @@ def _write(
         F.lit(params.version).cast("bigint").alias(PARAMS_VERSION_COLUMN),
     )
     shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
-    shell.append(params_frame(spark, params, train_rows), catalog.feature_params())
-    return shell.replace(gold, catalog.features())
+    if train_rows is not None:
+        shell.append(params_frame(spark, params, train_rows), catalog.feature_params())
+    return shell.replace(gold, catalog.features(), txn)
 
 
 def build_image_features(
-    spark: SparkSession, settings: Settings, dataset: Dataset
+    spark: SparkSession, settings: Settings, dataset: Dataset, version: int, txn: Txn | None
 ) -> tuple[int, ImageParams]:
     """The image dataset's features (`lakestory.features.images`): one row per distinct
     labelled content, split by its sha256 (stratified by label if configured), the pixel
@@ -159,5 +189,8 @@ def build_image_features(
         .localCheckpoint()
     )
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
-    params = fit_images(train, feats, dataset.classes).with_version(_next_version(spark, dataset))
-    return _write(spark, settings, dataset, frame, train.count(), params), params
+    stored = _stored(spark, dataset, version)
+    if isinstance(stored, ImageParams):
+        return _write(spark, settings, dataset, frame, None, stored, txn), stored
+    params = fit_images(train, feats, dataset.classes).with_version(version)
+    return _write(spark, settings, dataset, frame, train.count(), params, txn), params

@@ -77,13 +77,15 @@ def record_run(spark: SparkSession, settings: Settings, run: StageRun) -> None:
 class Underway:
     """A run of a stage between its start and its row in `ops.stage_runs`.
 
-    The run keeps a marker (`Catalog.stage_marker`) with its id until it has recorded itself.
-    A run that finds the marker of one killed before that point resumes it: it takes the
-    killed run's id, so that what both wrote under the id (refine's rows of
-    `ops.quality_metrics`, one per batch) counts as one run, and the plan the killed run kept
-    (`planned`), so that it does the same work again, which the writes' transactions skip
-    where the killed run had done it. A stage skipped as unchanged leaves a marker where it
-    is, for the next run that does work; a marker cut while written (a kill in its first
+    The run keeps a marker (`Catalog.stage_marker`) with its id and inputs until it has
+    recorded itself. A run with the same inputs that finds the marker of one killed before
+    that point resumes it: it takes the killed run's id, so that what both wrote under the id
+    (refine's rows of `ops.quality_metrics`, one per batch; the model version train or
+    convert registered) counts as one run, and the plan the killed run kept (`planned`), so
+    that it does the same work again, which the writes skip where the killed run had done it.
+    A run with other inputs (new data, a changed config) starts afresh: what the killed run
+    wrote stays, each write exactly once, but is not taken as this run's. A stage skipped as
+    unchanged leaves a marker where it is; a marker cut while written (a kill in its first
     milliseconds, before the run wrote anything) is one no run left."""
 
     spark: SparkSession
@@ -91,15 +93,19 @@ class Underway:
     run_id: str
     resumed: bool = False
     plan: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def begin(cls, spark: SparkSession, catalog: Catalog, stage: str) -> Underway:
+    def begin(
+        cls, spark: SparkSession, catalog: Catalog, stage: str, inputs: dict[str, Any]
+    ) -> Underway:
         marker = catalog.stage_marker(stage)
+        inputs = json.loads(json.dumps(inputs, sort_keys=True))  # as the marker keeps them
         kept = _marker(read_text(spark, marker))
-        if kept is not None:
+        if kept is not None and kept.get("inputs") == inputs:
             log.info("%s: resuming the run that stopped before recording itself", stage)
-            return cls(spark, marker, kept["run_id"], True, kept.get("plan") or {})
-        run = cls(spark, marker, uuid.uuid4().hex)
+            return cls(spark, marker, kept["run_id"], True, kept.get("plan") or {}, inputs)
+        run = cls(spark, marker, uuid.uuid4().hex, inputs=inputs)
         run._keep({})
         return run
 
@@ -118,7 +124,7 @@ class Underway:
 
     def _keep(self, plan: dict[str, Any]) -> None:
         if self.marker is not None:
-            kept = {"run_id": self.run_id, "plan": plan}
+            kept = {"run_id": self.run_id, "inputs": self.inputs, "plan": plan}
             write_text(self.spark, self.marker, json.dumps(kept))
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from lakestory.config import Dataset, Settings
@@ -21,6 +22,20 @@ def use_store(settings: Settings) -> MlflowClient:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+# the lakestory stage run (`io.runs.Underway`) that registered a model version, set as the
+# version is created, so that a run resuming one killed after that finds it, not another
+STAGE_RUN_TAG = "lakestory.stage_run"
+
+
+def registered_by(settings: Settings, model_name: str, stage_run: str) -> ModelVersion | None:
+    """The version of `model_name` that stage run `stage_run` registered, if it did."""
+    client = use_store(settings)
+    found = client.search_model_versions(
+        f"name = '{model_name}' and tags.`{STAGE_RUN_TAG}` = '{stage_run}'"
+    )
+    return max(found, key=lambda v: int(v.version)) if found else None
 
 
 def experiment_id(settings: Settings, dataset: Dataset) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import Schema, TensorSpec
@@ -36,11 +37,13 @@ from lakestory.training.backends import run_backend
 from lakestory.training.feed import Feed, materialise, read_split
 from lakestory.training.loop import train_ddp
 from lakestory.training.tracking import (
+    STAGE_RUN_TAG,
     classification_metrics,
     code_version,
     experiment_id,
     log_confusion_matrix,
     log_feature_params,
+    registered_by,
     use_store,
 )
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     import torch
 
 CANDIDATE = "candidate"  # the alias of the latest trained version, before conversion's gate
+FINAL_METRICS = "metrics.json"  # the run's artifact with the metrics `TrainResult` carries
 SPLITS = ("train", "validation", "test")
 
 
@@ -205,15 +209,21 @@ def train_model(
     tags: dict[str, str] | None = None,
     nested: bool = False,
     feed: Feed | None = None,
+    stage_run: str | None = None,
 ) -> TrainResult:
     """Train with the configured backend; log params, per-epoch and test metrics, plots, the
     feature params and the model to MLflow; register a model version with alias `candidate`.
 
     `model` overrides the dataset's model settings (the best trial of a tuning study); `tags`
-    are added to the run; `nested` makes it a child of the active run.
+    are added to the run; `nested` makes it a child of the active run. `stage_run` is the
+    pipeline's run of the train stage: the version is registered with it, and a run resuming
+    one killed after registering takes that version rather than training another.
     """
     cfg = model or dataset.model_spec
     params = features_params(spark, dataset)
+    done = None if stage_run is None else registered_by(settings, cfg.registered_name, stage_run)
+    if done is not None:
+        return _registered(settings, done, int(params.version or 0))
     run = fit(spark, settings, dataset, params, cfg, feed)
     network = trained_model(params, cfg, run.state_dict)
     probabilities = predict(network, run.x_test)
@@ -241,18 +251,28 @@ def train_model(
                 **(tags or {}),
             }
         )
-        info = log_torch_model(network, example, cfg.registered_name)
+        version_tags = {
+            "lakestory.feature_params_version": str(params.version or 0),
+            "lakestory.features_version": str(run.feed.version),
+            "lakestory.artifact": "torch",
+            **({STAGE_RUN_TAG: stage_run} if stage_run else {}),
+        }
+        info = log_torch_model(network, example, cfg.registered_name, version_tags)
     version = str(info.registered_model_version)
-    for key, value in {
-        "lakestory.feature_params_version": str(params.version or 0),
-        "lakestory.features_version": str(run.feed.version),
-        "lakestory.artifact": "torch",
-    }.items():
-        client.set_model_version_tag(cfg.registered_name, version, key, value)
     client.set_registered_model_alias(cfg.registered_name, CANDIDATE, version)
     return TrainResult(
         active.info.run_id, cfg.registered_name, version, metrics, int(params.version or 0)
     )
+
+
+def _registered(settings: Settings, version: ModelVersion, params_version: int) -> TrainResult:
+    """The result of the killed run that registered `version`, read back from its MLflow
+    run (its final metrics as `log_fit` kept them), with the alias it did not get to set."""
+    client = use_store(settings)
+    assert version.run_id is not None
+    metrics = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{FINAL_METRICS}")
+    client.set_registered_model_alias(version.name, CANDIDATE, version.version)
+    return TrainResult(version.run_id, version.name, str(version.version), metrics, params_version)
 
 
 def augmentation(dataset: Dataset, cfg: ModelSpec) -> dict[str, float] | None:
@@ -316,6 +336,9 @@ def log_fit(dataset: Dataset, cfg: ModelSpec, run: Fit, metrics: dict[str, float
         }
     )
     mlflow.log_metrics(metrics)
+    # the final metrics as one document too: the run's metrics mix them with the feature
+    # params' and, later, conversion's figures
+    mlflow.log_dict(metrics, FINAL_METRICS)
     for point in run.history:
         step = int(point["epoch"])
         for name in ("train_loss", "val_loss", "val_accuracy", "learning_rate"):
@@ -323,10 +346,14 @@ def log_fit(dataset: Dataset, cfg: ModelSpec, run: Fit, metrics: dict[str, float
 
 
 def log_torch_model(
-    network: torch.nn.Module, example: np.ndarray, registered_name: str
+    network: torch.nn.Module,
+    example: np.ndarray,
+    registered_name: str,
+    version_tags: dict[str, str] | None = None,
 ) -> ModelInfo:
     """Log the network (raw feature vectors in, logits out) with its signature and `example`
-    rows as input example, and register it as a new version of `registered_name`."""
+    rows as input example, and register it as a new version of `registered_name`, created
+    with `version_tags`."""
     import torch
 
     # pt2 serialisation traces the model; an example of one row would fix the batch size at
@@ -345,6 +372,7 @@ def log_torch_model(
         serialization_format="pt2",
         signature=signature,
         input_example=example,
+        tags=version_tags,
     )
 
 
