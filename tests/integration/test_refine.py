@@ -290,6 +290,7 @@ def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
         else e
         for e in source.expectations
     ]
+    strict = ds
     ds = ds.model_copy(
         update={"sources": {"people": source.model_copy(update={"expectations": loose})}}
     )
@@ -320,6 +321,13 @@ def test_reprocess_moves_rows_that_pass_now_to_silver_exactly_once(
     again = reprocess_source(spark, settings, ds, "people", KEY, "run-2", version=planned)
     assert [table_version(spark, t) for t in (*tables, QUALITY_METRICS)] == versions
     assert again == moved
+    # asked for again, with nothing changed since: nothing to move, nothing written
+    twice = reprocess_source(spark, settings, ds, "people", KEY, "run-2b")
+    assert twice.rows_in == 0
+    assert [table_version(spark, t) for t in (*tables, QUALITY_METRICS)] == versions
+    # under other rules (here the strict ones again), the row is run through them
+    other = reprocess_source(spark, settings, strict, "people", KEY, "run-2c")
+    assert (other.rows_in, other.silver, other.quarantined) == (1, 0, 1)
 
     # a data fix in quarantine itself
     spark.sql(

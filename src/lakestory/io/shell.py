@@ -134,6 +134,12 @@ class Shell:
             for v in range(first + 1, -1 if latest is None else latest + 1)
         )
 
+    def written_by(self, table: TableRef, version: int, app_id: str) -> bool:
+        """Whether the table's commit of `version` carries a transaction of `app_id`."""
+        actions = commit_actions(self.spark, self.location(table), version)
+        txn = next((a["txn"] for a in actions or [] if "txn" in a), None)
+        return txn is not None and txn.get("appId") == app_id
+
     def version_of(self, table: TableRef, txn: Txn) -> int | None:
         """The version of the table's commit that carries `txn`, among its latest 50; None if
         none does."""

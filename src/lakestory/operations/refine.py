@@ -21,6 +21,8 @@ silver's columns (which starts a new checkpoint) refines all of bronze again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,7 +33,16 @@ from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings, Source
 from lakestory.errors import ExpectationError
-from lakestory.io import QUALITY_METRICS, Catalog, Shell, StreamTxns, TableRef, Txn, local_frame
+from lakestory.io import (
+    QUALITY_METRICS,
+    Catalog,
+    Shell,
+    StreamTxns,
+    TableRef,
+    Txn,
+    local_frame,
+    table_version,
+)
 from lakestory.io.commits import remove, rescanned
 from lakestory.privacy.pseudonyms import mint
 from lakestory.privacy.vault import check_key, read_vault
@@ -308,14 +319,28 @@ class Refinement:
         leave quarantine; the others stay, with their new reasons. Outlier fences are those
         the latest refine run recorded. Both writes carry (app id, quarantine version), so a
         rerun after a crash, given the version the crashed run read, completes the move
-        without doing any part of it twice."""
+        without doing any part of it twice. The app id names the rules (`_fingerprint`): a
+        quarantine whose version a reprocess under the same rules wrote has nothing to move,
+        and is left alone (a reprocess asked for twice does the work once)."""
         if version is None:
             version = self.shell.version(self.quarantine)
         if version is None:
             return RefineCounts.total([])
+        app_id = f"lakestory-reprocess:{self.quarantine.qualified}:{self._fingerprint()}"
+        if self.shell.written_by(self.quarantine, version, app_id):
+            # a reprocess under the same rules left quarantine as it is: it would move nothing
+            log.info("%s: unchanged since it was last reprocessed", self.quarantine)
+            return RefineCounts.total([])
         rows = self.shell.read(self.quarantine, version).drop(*QUARANTINE_COLUMNS)
-        txn = (f"lakestory-reprocess:{self.quarantine.qualified}", version)
-        return self._refine(rows, txn, found=self._latest_fences(), resolve=True)
+        return self._refine(rows, (app_id, version), found=self._latest_fences(), resolve=True)
+
+    def _fingerprint(self) -> str:
+        """What decides a quarantined row's fate besides the row: the source's config and
+        the versions of the tables its `exists_in` rules look into."""
+        looked_up = sorted({e.exists_in.table for e in self.source.expectations if e.exists_in})
+        versions = {t: table_version(self.spark, TableRef.parse(t)) for t in looked_up}
+        text = json.dumps([self.source.model_dump(mode="json"), versions], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _latest_fences(self) -> list[Fence] | None:
         """The fences the latest refine batch of this source used; None before any."""
