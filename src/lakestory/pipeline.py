@@ -252,7 +252,8 @@ def _features(ctx: Context, inputs: Inputs) -> tuple[int, Params]:
     """The features, with the params version the run planned: a run resuming one killed after
     it stored its params uses them rather than storing another version."""
     assert ctx.run is not None
-    planned = ctx.run.planned({"params_version": next_params_version(ctx.spark, ctx.dataset)})
+    next_version = next_params_version(ctx.spark, ctx.settings, ctx.dataset)
+    planned = ctx.run.planned({"params_version": next_version})
     version = planned["params_version"]
     return build_features(ctx.spark, ctx.settings, ctx.dataset, version, ctx.run_id)
 

@@ -25,7 +25,7 @@ from lakestory.features.images import (
 )
 from lakestory.features.split import SPLIT_COLUMN, with_split
 from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
-from lakestory.io import Catalog, Shell, TableRef, Txn, exists, local_frame, read
+from lakestory.io import Catalog, Shell, TableRef, Txn, local_frame, read, register
 
 LABEL_COLUMN = "label"
 PARAMS_VERSION_COLUMN = "feature_params_version"
@@ -96,22 +96,26 @@ def read_params(spark: SparkSession, dataset: Dataset, version: int) -> Params:
     return load_params(rows[0]["params"], version)
 
 
-def next_params_version(spark: SparkSession, dataset: Dataset) -> int:
+def next_params_version(spark: SparkSession, settings: Settings, dataset: Dataset) -> int:
     """The version the next fitted params of the dataset are stored under."""
-    if not exists(spark, Catalog(dataset).feature_params()):
+    shell, table = Shell(spark, settings), Catalog(dataset).feature_params()
+    if not shell.has(table):
         return 1
-    last = read(spark, Catalog(dataset).feature_params()).agg(F.max("version")).first()
+    last = shell.read(table).agg(F.max("version")).first()
     return 1 if last is None or last[0] is None else int(last[0]) + 1
 
 
-def _stored(spark: SparkSession, dataset: Dataset, version: int) -> Params | None:
-    """The params stored under `version`, if a run stored them already."""
-    if not exists(spark, Catalog(dataset).feature_params()):
+def _stored(
+    spark: SparkSession, settings: Settings, dataset: Dataset, version: int
+) -> Params | None:
+    """The params stored under `version`, if a run stored them already. Read from the table's
+    location: a run killed between its append and the metastore's registration of a new
+    table leaves rows there that the metastore does not know of yet."""
+    shell, table = Shell(spark, settings), Catalog(dataset).feature_params()
+    if not shell.has(table):
         return None
-    try:
-        return read_params(spark, dataset, version)
-    except LookupError:
-        return None
+    rows = shell.read(table).where(F.col("version") == version).collect()
+    return load_params(rows[0]["params"], version) if rows else None
 
 
 def build_features(
@@ -128,7 +132,7 @@ def build_features(
     already stored under `version` are used as they are, not fitted and stored again, and the
     features table is not written again if the killed run's write (which carries the id) was
     committed."""
-    version = version or next_params_version(spark, dataset)
+    version = version or next_params_version(spark, settings, dataset)
     txn = None if run_id is None else (f"lakestory-features:{run_id}", 0)
     if dataset.image_spec is not None:
         return build_image_features(spark, settings, dataset, version, txn)
@@ -140,7 +144,7 @@ def build_features(
         .localCheckpoint()  # the split's cuts and the fits read it several times
     )
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
-    stored = _stored(spark, dataset, version)
+    stored = _stored(spark, settings, dataset, version)
     if isinstance(stored, FeatureParams):
         vectors = frame.transform(with_feature_vector(stored))
         return _write(spark, settings, dataset, vectors, None, stored, txn), stored
@@ -172,6 +176,8 @@ def _write(
     shell, catalog = Shell(spark, settings), Catalog(dataset, settings)
     if train_rows is not None:
         shell.append(params_frame(spark, params, train_rows), catalog.feature_params())
+    else:  # stored by a killed run, which may not have registered the table yet
+        register(spark, settings, catalog.feature_params())
     return shell.replace(gold, catalog.features(), txn)
 
 
@@ -189,7 +195,7 @@ def build_image_features(
         .localCheckpoint()
     )
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
-    stored = _stored(spark, dataset, version)
+    stored = _stored(spark, settings, dataset, version)
     if isinstance(stored, ImageParams):
         return _write(spark, settings, dataset, frame, None, stored, txn), stored
     params = fit_images(train, feats, dataset.classes).with_version(version)
