@@ -66,8 +66,13 @@ def commit_actions(spark: SparkSession, table: str, version: int) -> list[dict[s
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def txn_of(actions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A commit's `txn` action (app id and version), if it has one."""
+    return next((a["txn"] for a in actions if "txn" in a), None)
+
+
 def carries(actions: list[dict[str, Any]], app_id: str, batch: int) -> bool:
-    txn = next((a["txn"] for a in actions if "txn" in a), None)
+    txn = txn_of(actions)
     return txn is not None and txn.get("appId") == app_id and txn.get("version") == batch
 
 

@@ -28,6 +28,7 @@ from lakestory.io.commits import (
     commit_actions,
     pending_batch,
     query_id,
+    txn_of,
     txn_version,
 )
 from lakestory.io.tables import TableRef, clear_cut_log, log_version, register
@@ -137,7 +138,7 @@ class Shell:
     def written_by(self, table: TableRef, version: int, app_id: str) -> bool:
         """Whether the table's commit of `version` carries a transaction of `app_id`."""
         actions = commit_actions(self.spark, self.location(table), version)
-        txn = next((a["txn"] for a in actions or [] if "txn" in a), None)
+        txn = None if actions is None else txn_of(actions)
         return txn is not None and txn.get("appId") == app_id
 
     def version_of(self, table: TableRef, txn: Txn) -> int | None:
