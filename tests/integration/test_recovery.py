@@ -12,13 +12,12 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config import load_settings
+from lakestory.config import Settings
 from lakestory.errors import WrongKeyError
 from lakestory.io.backup import backup
 from lakestory.operations.erasure import forget
 from lakestory.operations.recovery import restore_backup
 from lakestory.operations.refine import refine_source
-from tests.conftest import CONF
 from tests.integration.test_refine import KEY, dataset, land
 
 pytestmark = pytest.mark.slow
@@ -36,9 +35,9 @@ def _tables(spark: SparkSession, root: Path) -> dict[str, DataFrame]:
 
 
 def test_a_restore_brings_back_every_table_but_never_an_erased_subject(
-    spark: SparkSession, tmp_path: Path
+    spark: SparkSession, tmp_path: Path, own_warehouse: Settings
 ) -> None:
-    settings = load_settings(CONF, environ={"LAKESTORY_ROOT": str(tmp_path / "wh")})
+    settings = own_warehouse
     ds = dataset("restored")
     land(spark, settings, ds)
     refine_source(spark, settings, ds, "people", KEY, "run-1")
