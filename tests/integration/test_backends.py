@@ -290,6 +290,10 @@ def test_tune_runs_nested_trials_and_registers_the_best(
     assert str(client.get_model_version_by_alias(name, "candidate").version) == out["model_version"]
 
     # the tuned model is the train stage's latest: a run converts it rather than training again
-    assert last_run(spark, "parity", "train").outputs["model_version"] == out["model_version"]
+    recorded = last_run(spark, "parity", "train")
+    assert recorded.outputs["model_version"] == out["model_version"]
+    # registered under the stage's run, which a run resuming a killed tune finds it by
+    tags = client.get_model_version(name, out["model_version"]).tags
+    assert tags["lakestory.stage_run"] == recorded.run_id
     (again,) = run_stages(ctx, ("train",))
     assert not again.ran

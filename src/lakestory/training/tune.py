@@ -163,13 +163,19 @@ def _log_best(study: optuna.Study, spec: Tune, metric: str) -> tuple[int, float,
 
 
 def tune(
-    spark: SparkSession, settings: Settings, dataset: Dataset, lineage: dict[str, Any]
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    lineage: dict[str, Any],
+    stage_run: str | None = None,
 ) -> TuneResult:
     """Run the study declared in the dataset's `tune` section; register the best settings.
 
     Every trial trains on the same pinned features with the dataset's seed, so the trials
     differ by their settings alone; the sampler is seeded by the dataset's seed too, so a study
-    is repeatable.
+    is repeatable. `stage_run` is the pipeline's run, as for `train_model`: a run resumed after
+    a kill that came once the best model was registered takes that version rather than
+    registering a second (the study itself, being seeded, runs again to the same best trial).
     """
     spec = dataset.tune_spec
     base = dataset.model_spec
@@ -197,6 +203,7 @@ def tune(
             tags={"lakestory.tuned_by": parent.info.run_id, "lakestory.trial": str(best_number)},
             nested=True,
             feed=feed,
+            stage_run=stage_run,
         )
     return TuneResult(
         parent.info.run_id, len(study.trials), best_number, best_value, best_settings, model
