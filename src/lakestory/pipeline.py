@@ -287,7 +287,7 @@ def _tune(ctx: Context, inputs: Inputs) -> TuneResult:
     """
     from lakestory.training.tune import tune as run_study
 
-    return run_study(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs))
+    return run_study(ctx.spark, ctx.settings, ctx.dataset, _lineage(ctx, inputs), ctx.run_id)
 
 
 def _convert_inputs(ctx: Context) -> Inputs:
@@ -330,6 +330,7 @@ def _convert(ctx: Context, inputs: Inputs) -> _Converted:
         str(model),
         load_arrays(ctx.spark, ds),
         out_dir,
+        class_names=tuple(ds.class_names),
         max_accuracy_drop=spec.quantization.max_accuracy_drop,
         calibration_rows=spec.quantization.calibration_rows,
         require_batch_invariance=spec.quantization.require_batch_invariance,

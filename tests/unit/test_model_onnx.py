@@ -86,7 +86,8 @@ def test_conversion_exports_checks_quantizes_and_reports(tmp_path: Path) -> None
     model = _model(rng, x)
     arrays = {"x_test": x, "y_test": y, "x_validation": x_val, "y_validation": y_val}
 
-    report = convert(model, "m", "3", arrays, tmp_path, max_accuracy_drop=0.02)
+    names = ("stayed", "churned")
+    report = convert(model, "m", "3", arrays, tmp_path, names, max_accuracy_drop=0.02)
 
     fp32 = Path(report.paths[ONNX_FP32])
     assert [i.name for i in onnx.load(fp32).graph.input] == ["features"]
@@ -131,7 +132,8 @@ def test_conversion_exports_checks_quantizes_and_reports(tmp_path: Path) -> None
     page = (tmp_path / REPORT_HTML).read_text()
     assert "<img src='data:image/png;base64," in page and "<script" not in page
     assert all(a in page for a in ARTIFACTS)
-    assert "<th>F1</th>" in page and "classes" not in page
+    assert "<th>F1</th>" in page and "most probable class" not in page
+    assert "classes 0 = stayed, 1 = churned;" in page and report.class_names == names
 
 
 def _digits() -> dict[str, np.ndarray]:
@@ -217,6 +219,7 @@ def test_a_digits_cnn_converts_with_its_convolutions_quantized(tmp_path: Path) -
 
     written = json.loads((tmp_path / REPORT_JSON).read_text())
     assert written["classes"] == 10 and written["f1_average"] == "macro"
+    assert written["class_names"] == [str(i) for i in range(10)]  # none given: their numbers
     page = (tmp_path / REPORT_HTML).read_text()
     assert "<th>F1 (macro)</th>" in page and "10 classes" in page
 

@@ -6,13 +6,15 @@ This is the only module of lakestory that reads the process environment.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from lakestory.config.models import Dataset, Settings
 
@@ -36,9 +38,24 @@ def default_conf_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get(CONF_DIR_ENV, "conf"))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as its version 1.2 reads it: only `true` and `false` are booleans, so a label's
+    `yes`, `no`, `on` or `off` stays the text it is (PyYAML follows YAML 1.1, where they are
+    booleans). Settings that are booleans still take `yes` and `no`: pydantic reads them."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -84,14 +101,105 @@ def _validate(model: type[M], data: dict[str, Any], origin: dict[tuple[str, ...]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            loc = tuple(str(part) for part in error["loc"])
+            keys = _yaml_keys(data, error["loc"], error["type"] == "missing")
+            loc = tuple(str(part) for part in keys)
             where = next(
                 (origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin),
                 next(iter(origin.values()), Path("<defaults>")),
             )
             key = ".".join(loc) or "(top level)"
-            lines.append(f"{where}: {key}: {error['msg']}")
+            lines.append(f"{where}: {key}: {_message(model, error)}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _yaml_keys(data: Any, loc: tuple[str | int, ...], missing: bool) -> list[str | int]:
+    """pydantic's location of an error as the YAML's keys: without the tags it adds for a
+    choice of models (`sources.passengers.csv.label` is `sources.passengers.label`). Only a
+    `missing` key's last part is not in the YAML."""
+    keys: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and part in node
+        if in_dict or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif i < len(loc) - 1 or not missing:  # not in the YAML: a union's tag
+            continue
+        keys.append(part)
+    return keys
+
+
+def _message(model: type[BaseModel], error: Any) -> str:
+    """pydantic's message, without its `Value error, ` prefix; an unknown key lists the keys
+    allowed where it is."""
+    if error["type"] == "extra_forbidden":
+        allowed = _keys_at(model, tuple(error["loc"][:-1]))
+        if allowed:
+            return f"unknown key; the keys allowed here are {', '.join(allowed)}"
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys of the config model that pydantic's `loc` (tags included) points into."""
+    current: Any = model
+    parts = list(loc)
+    while True:
+        current = _unwrapped(current)
+        members = _union_members(current)
+        if members:
+            if not parts:
+                return []
+            tag = parts.pop(0)
+            current = next((m for m in members if _tagged(m, tag)), None)
+            continue
+        if not parts:
+            break
+        part = parts.pop(0)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = current.model_fields
+            name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
+            current = fields[name].annotation if name else None
+        elif get_origin(current) in (dict, list, tuple):
+            current = get_args(current)[-1 if get_origin(current) is dict else 0]
+        else:
+            return []
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [f.alias or n for n, f in current.model_fields.items()]
+
+
+def _unwrapped(t: Any) -> Any:
+    """`t` without `Annotated[...]` and without `| None`."""
+    while get_origin(t) is Annotated:
+        t = get_args(t)[0]
+    if get_origin(t) in (Union, UnionType):
+        members = [m for m in get_args(t) if m is not type(None)]
+        if len(members) == 1:
+            return _unwrapped(members[0])
+    return t
+
+
+def _union_members(t: Any) -> tuple[Any, ...]:
+    if get_origin(t) in (Union, UnionType):
+        return get_args(t)
+    return ()
+
+
+def _tagged(member: Any, tag: str | int) -> bool:
+    """Whether a union's `member` is the one pydantic's `tag` names: by its `Tag`, or by the
+    value of its discriminating literal field (a source's `format`)."""
+    if get_origin(member) is Annotated and any(
+        isinstance(a, Tag) and a.tag == tag for a in get_args(member)[1:]
+    ):
+        return True
+    base = _unwrapped(member)
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return any(
+            get_origin(f.annotation) is Literal and tag in get_args(f.annotation)
+            for f in base.model_fields.values()
+        )
+    return False
 
 
 def _overlays(conf_dir: Path, relative: str, env: str | None) -> list[Path]:

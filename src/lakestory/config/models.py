@@ -96,22 +96,159 @@ class LabelConflicts(Frozen):
     action: Literal["warn", "quarantine"] = "quarantine"
 
 
-class Label(Frozen):
-    """The label column, its allowed values, and where rows without a usable label go.
+# a label's value as YAML gives it: `bool` first, so that `[false, true]` stays booleans
+# rather than becoming the integers 0 and 1
+LabelValue = bool | int | str
+# the schema types a label may have: a class is matched on the value's text
+LABEL_TYPES = ("string", "int", "bigint", "boolean")
 
-    A label is missing when it is null, empty, or one of the `missing` tokens (compared trimmed
-    and case-insensitively, e.g. `unknown`); it is invalid when it is none of `allowed`.
-    `on_missing` and `on_invalid` route such rows to quarantine, or to the `unlabeled` table,
+
+def label_text(value: LabelValue) -> str:
+    """A label value as Spark casts it to text (`true`, `1`, `yes`): what matching compares."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Label(Frozen):
+    """The label column, its values, the classes they map to, and where rows without a usable
+    label go. Give one of:
+
+    - `allowed`: the values a label may take, each its own class number (`[0, 1]`, the digits
+      0 to 9; booleans count as 0 and 1);
+    - `positive` (and optionally `negative`): a binary label. `positive` is class 1; `negative`
+      is class 0, or, when left out, every other value is;
+    - `classes`: a label of several classes, listed in the order of their numbers
+      (`[setosa, versicolor, virginica]` are classes 0, 1 and 2).
+
+    Values are matched exactly (`ignore_case: true` ignores case and surrounding space). A label
+    is missing when it is null, empty, or one of the `missing` tokens (compared trimmed and
+    case-insensitively, e.g. `unknown`); it is invalid when it matches no class. `on_missing`
+    and `on_invalid` route such rows to quarantine, or to the `unlabeled` table,
     `silver.<dataset>_<source>_unlabeled`, pseudonymised like silver and kept for later
     labelling: a labelled version of the record arriving later takes its row out of it.
     """
 
     column: str
-    allowed: list[int | str]
+    allowed: list[LabelValue] | None = Field(default=None, min_length=1)
+    positive: LabelValue | list[LabelValue] | None = None
+    negative: LabelValue | list[LabelValue] | None = None
+    classes: list[LabelValue] | None = Field(default=None, min_length=2)
+    ignore_case: bool = False
     missing: list[str] = Field(default_factory=list)
     on_missing: LabelRoute = "quarantine"
     on_invalid: LabelRoute = "quarantine"
     conflicts: LabelConflicts | None = None
+
+    @model_validator(mode="after")
+    def _one_mapping(self) -> Label:
+        given = [k for k in ("allowed", "positive", "classes") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give one of `allowed` (the values, each its class number), `positive` (a "
+                "binary label: the positive value, with `negative` optional) or `classes` "
+                f"(several classes, in order){'; not ' + ' and '.join(given) if given else ''}"
+            )
+        if self.negative is not None and self.positive is None:
+            raise ValueError("`negative` goes with `positive`")
+        seen: dict[str, str] = {}
+        for index, values in enumerate(self.class_values()):
+            for value in values:
+                text = self.normalise(label_text(value))
+                if text in seen:
+                    raise ValueError(
+                        f"the value {value!r} is given twice (classes {seen[text]} and "
+                        f"{self.class_names()[index]})"
+                        + (
+                            "; `ignore_case` compares values trimmed and in lower case"
+                            if self.ignore_case
+                            else ""
+                        )
+                    )
+                seen[text] = self.class_names()[index]
+        return self
+
+    def normalise(self, text: str) -> str:
+        return text.strip().lower() if self.ignore_case else text
+
+    def class_values(self) -> list[list[LabelValue]]:
+        """For each class, in the order of their numbers, the values that map to it; with
+        `positive` alone, class 0 is every value but those of class 1 (an empty list here)."""
+        if self.classes is not None:
+            return [[v] for v in self.classes]
+        if self.positive is not None:
+            return [_listed(self.negative), _listed(self.positive)]
+        assert self.allowed is not None
+        return [[v] for v in self.allowed]
+
+    def class_names(self) -> list[str]:
+        """Each class's name, in the order of their numbers: its value (the first, if several),
+        `not <positive>` for a class 0 of every other value."""
+        names = []
+        for values in self.class_values():
+            if values:
+                names.append(label_text(values[0]))
+            else:
+                names.append(f"not {label_text(_listed(self.positive)[0])}")
+        return names
+
+    @property
+    def others_negative(self) -> bool:
+        """Whether every value that is not positive is class 0 (`positive` without
+        `negative`)."""
+        return self.positive is not None and self.negative is None
+
+    def numbered(self) -> bool:
+        """Whether the values are the class numbers themselves (`allowed: [0, 1, ...]`, or
+        `[false, true]`), as image features and models without a mapping need."""
+        if self.allowed is None:
+            return False
+        numbers = [int(v) if isinstance(v, bool) else v for v in self.allowed]
+        return numbers == list(range(len(numbers)))
+
+    def check_type(self, declared: str) -> None:
+        """That every value of the mapping can be a value of a column of type `declared`."""
+        if declared not in LABEL_TYPES:
+            raise ValueError(
+                f"a label column must be of type {', '.join(LABEL_TYPES)}, not {declared} "
+                "(declare it string and list its values under `classes` or `positive`)"
+            )
+        values = [v for vs in self.class_values() for v in vs]
+        if declared == "boolean":
+            wrong = [
+                v
+                for v in values
+                if not isinstance(v, bool)
+                and label_text(v).strip().lower() not in ("true", "false")
+            ]
+            hint = "use true and false"
+        elif declared in ("int", "bigint"):
+            wrong = [v for v in values if isinstance(v, bool) or not _integer(v)]
+            hint = "use whole numbers, or declare the column string"
+        else:
+            wrong = []
+            hint = ""
+        if wrong:
+            raise ValueError(
+                f"{', '.join(repr(v) for v in wrong)} cannot be a value of the {declared} "
+                f"column {self.column!r}: {hint}"
+            )
+
+
+def _listed(value: LabelValue | list[LabelValue] | None) -> list[LabelValue]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _integer(value: LabelValue) -> bool:
+    if isinstance(value, int):
+        return True
+    try:
+        int(str(value).strip())
+    except ValueError:
+        return False
+    return True
 
 
 Action = Literal["warn", "drop", "quarantine", "fail"]
@@ -293,6 +430,11 @@ class Source(Frozen):
             named.add(as_of)
         if self.label:
             named.add(self.label.column)
+            if self.label.column in self.schema_:
+                try:
+                    self.label.check_type(self.schema_[self.label.column])
+                except ValueError as exc:
+                    raise ValueError(f"label: {exc}") from None
             if self.label.conflicts:
                 named.add(self.label.conflicts.file)
                 personal = self.personal.columns()
@@ -774,24 +916,53 @@ class Dataset(Frozen):
                 f"features.label {feats.label!r} is not the label declared by "
                 f"sources.{feats.labels}.label"
             )
-        if labels.label.allowed != list(range(len(labels.label.allowed))):
-            raise ValueError(
-                f"sources.{feats.labels}.label.allowed must be the classes 0, 1, ... in order "
-                "for image features"
-            )
         if feats.file not in labels.silver_columns():
             raise ValueError(f"features.file {feats.file!r} is not a column of {feats.labels}")
         return self
 
+    @model_validator(mode="after")
+    def _label_maps_to_classes(self) -> Dataset:
+        """A model learns class numbers: a label given by `allowed` must list them, 0 to K-1
+        in order; other values are mapped with `positive` or `classes`."""
+        feats = self.features
+        if feats is None:
+            return self
+        name = feats.labels if isinstance(feats, ImageFeatures) else feats.source
+        source = self.structured().get(name)  # not a source: said by the checks below
+        label = source.label if source is not None else None
+        if label is not None and label.allowed is not None and not label.numbered():
+            raise ValueError(
+                f"sources.{name}.label.allowed: {label.allowed} must be the classes 0, 1, ... "
+                "in order for the model to learn them; to keep the values as they are, map "
+                f"them with `positive: {label_text(label.allowed[-1])}` (a binary label) or "
+                "`classes: [...]` (several, in the order of their numbers) instead of `allowed`"
+            )
+        return self
+
+    @property
+    def label_source(self) -> Source:
+        """The structured source whose declared label the features learn."""
+        feats = self.features
+        if feats is None:
+            raise ValueError(f"dataset {self.name!r} declares no features")
+        name = feats.labels if isinstance(feats, ImageFeatures) else feats.source
+        return self.structured()[name]
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of the classes the model tells apart, in the order of their numbers."""
+        label = self.label_source.label
+        assert label is not None
+        return label.class_names()
+
     @property
     def classes(self) -> int:
-        """The classes an image model tells apart (1: a binary model's one probability)."""
-        feats = self.image_spec
-        if feats is None:
+        """The model's probability columns: 1 for a binary tabular model (P(class 1)), else
+        one per class (an image model has one per class, two included)."""
+        if self.features is None:
             return 1
-        label = self.structured()[feats.labels].label
-        assert label is not None
-        return len(label.allowed)
+        k = len(self.class_names)
+        return k if self.image_spec is not None or k > 2 else 1
 
     @model_validator(mode="after")
     def _features_refer_to_sources(self) -> Dataset:
@@ -802,6 +973,11 @@ class Dataset(Frozen):
         if feats.source not in structured:
             raise ValueError(f"features.source {feats.source!r} is not a structured source")
         main = structured[feats.source]
+        if main.label is None or main.label.column != feats.label:
+            raise ValueError(
+                f"features.label {feats.label!r} is not the label declared by "
+                f"sources.{feats.source}.label (declare it there, with its classes)"
+            )
         available = set(main.silver_columns())
         missing = [c for c in [feats.key, feats.label, *feats.columns] if c not in available]
         if missing:

@@ -176,6 +176,7 @@ def convert(
     source_version: str,
     arrays: dict[str, np.ndarray],
     out_dir: Path,
+    class_names: tuple[str, ...] = (),
     max_accuracy_drop: float = 0.01,
     calibration_rows: int = 1024,
     require_batch_invariance: bool = True,
@@ -188,8 +189,8 @@ def convert(
     labels the class ids as floats), as its output says. `arrays` holds x_/y_ arrays per split
     (`training.train.load_arrays`): test rows measure, validation rows (train rows if there are
     none) calibrate the static quantization. Writes the three ONNX files and
-    `conversion_report.json`/`.html` to `out_dir`; raises `ParityError` if ONNX and torch
-    disagree.
+    `conversion_report.json`/`.html` to `out_dir`, naming the classes by `class_names` (the
+    label config's; by default their numbers); raises `ParityError` if ONNX and torch disagree.
     """
     x_test, y_test = arrays["x_test"], arrays["y_test"]
     split = "validation" if len(arrays["x_validation"]) else "train"
@@ -205,6 +206,7 @@ def convert(
         test_rows=len(y_test),
         classes=classes,
         f1_average=f1_average(classes),
+        class_names=class_names or tuple(str(i) for i in range(max(classes, 2))),
         calibration_split=split,
         calibration_rows=len(calibration),
         parity_max_abs_diff=parity,

@@ -70,6 +70,7 @@ class ConversionReport:
     # the model's probability columns: 1 for a binary model (P(label = 1)), K for K classes
     classes: int
     f1_average: str  # F1_BINARY (the positive class's) or F1_MACRO (mean over the classes)
+    class_names: tuple[str, ...]  # each class's name, in the order of its number (the label's)
     calibration_split: str
     calibration_rows: int
     parity_max_abs_diff: float
@@ -297,7 +298,9 @@ def render_html(report: ConversionReport) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
-        f"<p class='meta'>{report.test_rows} test rows; "
+        f"<p class='meta'>{report.test_rows} test rows; classes "
+        + ", ".join(f"{i} = {_e(name)}" for i, name in enumerate(report.class_names))
+        + "; "
         + (
             ""
             if report.classes == 1

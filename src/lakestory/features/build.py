@@ -26,6 +26,7 @@ from lakestory.features.images import (
 from lakestory.features.split import SPLIT_COLUMN, with_split
 from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
 from lakestory.io import Catalog, Shell, TableRef, Txn, local_frame, read, register
+from lakestory.quality.labels import class_index
 
 LABEL_COLUMN = "label"
 PARAMS_VERSION_COLUMN = "feature_params_version"
@@ -137,8 +138,10 @@ def build_features(
     if dataset.image_spec is not None:
         return build_image_features(spark, settings, dataset, version, txn)
     feats = dataset.feature_spec
+    number = class_index(dataset.label_source, F.col(feats.label))
     frame = (
         feature_frame(spark, dataset)
+        .withColumn(feats.label, number)  # from here on the label is its class number
         .where(F.col(feats.label).isNotNull())
         .transform(with_split(feats.key, dataset.seed, feats.split, feats.label))
         .localCheckpoint()  # the split's cuts and the fits read it several times

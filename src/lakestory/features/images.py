@@ -25,7 +25,7 @@ from lakestory.config import Dataset
 from lakestory.config.models import ImageFeatures
 from lakestory.features.transforms import FEATURES_COLUMN
 from lakestory.io import Catalog, TableRef, read
-from lakestory.quality.labels import file_name, url_file_name
+from lakestory.quality.labels import class_index, file_name, url_file_name
 
 FILE_COLUMN = "file_name"  # the images' file name, in features and predictions
 
@@ -132,7 +132,8 @@ def labelled_images(spark: SparkSession, dataset: Dataset) -> DataFrame:
     """One row per distinct decoded content with exactly one label: sha256, label, features."""
     feats = _spec(dataset)
     labels = read(spark, silver_labels(dataset)).select(
-        file_name(F.col(feats.file)).alias(FILE_COLUMN), F.col(feats.label).cast("int")
+        file_name(F.col(feats.file)).alias(FILE_COLUMN),
+        class_index(dataset.label_source, F.col(feats.label)).alias(feats.label),
     )
     images = image_frame(spark, dataset).where(F.col(FEATURES_COLUMN).isNotNull())
     return (

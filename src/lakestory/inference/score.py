@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pyspark import Broadcast
 
 THRESHOLD = 0.5
+PREDICTED_CLASS = "predicted_class"  # the predicted class's name, as the label config gives it
 MODEL_NAME, MODEL_VERSION, INPUT_VERSION = "model_name", "model_version", "input_version"
 
 
@@ -154,7 +155,7 @@ def _holds(spark: SparkSession, table: TableRef, model: tuple[str, str], inputs:
     if not exists(spark, table):
         return False
     df = read(spark, table)
-    if not {MODEL_NAME, MODEL_VERSION, INPUT_VERSION} <= set(df.columns):
+    if not {MODEL_NAME, MODEL_VERSION, INPUT_VERSION, PREDICTED_CLASS} <= set(df.columns):
         return False
     found = df.select(MODEL_NAME, MODEL_VERSION, INPUT_VERSION).distinct().limit(2).collect()
     return [tuple(r) for r in found] == [(*model, inputs)]
@@ -178,7 +179,8 @@ def score_dataset(
 
     Images: every file bronze holds that decodes to the model's size, labelled or not, is
     scored by file name (`file_name`) with the most probable class and every class's
-    probability.
+    probability. Every prediction names its class too (`predicted_class`: `yes`, `setosa`),
+    as the dataset's label config does.
     """
     target = Catalog(dataset).predictions()
     inputs = input_version(spark, dataset)
@@ -193,9 +195,11 @@ def score_dataset(
     else:
         key = dataset.feature_spec.key
         rows = feature_frame(spark, dataset).transform(with_feature_vector(params))
-        scored = score_frame(rows, key, model)
+        scored = score_frame(rows, key, model, classes=dataset.classes)
+    names = F.array(*[F.lit(n) for n in dataset.class_names])
     scored = scored.select(
         "*",
+        F.element_at(names, F.col("prediction") + 1).alias(PREDICTED_CLASS),
         F.lit(model_name).alias(MODEL_NAME),
         F.lit(model_version).alias(MODEL_VERSION),
         F.lit(inputs).alias(INPUT_VERSION),

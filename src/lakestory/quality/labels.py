@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from lakestory.columns import FILE_MODIFICATION_TIME, SOURCE_FILE
 from lakestory.config import Dataset, Source
+from lakestory.config.models import label_text
 from lakestory.io import Catalog
 from lakestory.quality.dedup import keep_latest_per_key
 from lakestory.quality.rules import UNLABELED_ACTION, Rule
@@ -34,6 +35,31 @@ def is_missing(raw: Column, tokens: list[str]) -> Column:
     return missing
 
 
+def class_index(source: Source, value: Column) -> Column:
+    """The class number (int) of a value of `source`'s label, as its `allowed`, `positive` or
+    `classes` map it; null for a null value and for one that matches no class. Values are
+    compared as text (a boolean column's `true`, `false` in any case), trimmed and in lower
+    case under `ignore_case`."""
+    label = source.label
+    assert label is not None
+    text = value.cast("string")
+    boolean = source.schema_.get(label.column) == "boolean"
+    if label.ignore_case:
+        text = F.lower(F.trim(text))
+
+    def key(v: object) -> str:
+        t = label.normalise(label_text(v))  # type: ignore[arg-type]
+        return t.lower() if boolean else t
+
+    index = F.when(value.isNull(), F.lit(None))
+    for number, values in enumerate(label.class_values()):
+        if values:
+            index = index.when(text.isin(*[key(v) for v in values]), F.lit(number))
+    if label.others_negative:
+        index = index.otherwise(F.lit(0))
+    return index.cast("int")
+
+
 def label_rules(
     spark: SparkSession, source: Source, raw: str, order: list[str], catalog: Catalog | None
 ) -> list[Rule]:
@@ -45,7 +71,11 @@ def label_rules(
     missing = is_missing(F.col(raw), label.missing)
     rules = [
         Rule("label_missing", ~missing, label.on_missing),
-        Rule("label_invalid", missing | F.col(label.column).isin(*label.allowed), label.on_invalid),
+        Rule(
+            "label_invalid",
+            missing | class_index(source, F.col(label.column)).isNotNull(),
+            label.on_invalid,
+        ),
     ]
     if label.conflicts is not None:
         if catalog is None:
@@ -78,7 +108,8 @@ def label_conflicts(
     sees what earlier ones wrote."""
     label = source.label
     assert label is not None and label.conflicts is not None
-    on, column, allowed = label.conflicts.file, label.column, label.allowed
+    on, column = label.conflicts.file, label.column
+    number = class_index(source, F.col(column))  # values of one class are one label
 
     def _prepare(df: DataFrame) -> DataFrame:
         if not spark.catalog.tableExists(binary):
@@ -90,9 +121,8 @@ def label_conflicts(
             .groupBy(url_file_name(F.col(SOURCE_FILE)).alias(_FILE))
             .agg(F.max_by("sha256", FILE_MODIFICATION_TIME).alias(_SHA))
         )
-        labelled = F.col(column).isNotNull() & F.col(column).isin(*allowed)
-        batch = df.where(labelled).transform(keep_latest_per_key(source.key, order))
-        seen = batch.select(file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
+        batch = df.where(number.isNotNull()).transform(keep_latest_per_key(source.key, order))
+        seen = batch.select(file_name(F.col(on)).alias(_FILE), number.alias(_LABEL))
         if spark.catalog.tableExists(silver):
             key = source.silver_name(source.key)
             others = (
@@ -101,7 +131,7 @@ def label_conflicts(
                 .join(batch.select(F.col(source.key).alias(key)), key, "left_anti")
             )
             seen = seen.unionByName(
-                others.select(file_name(F.col(on)).alias(_FILE), F.col(column).alias(_LABEL))
+                others.select(file_name(F.col(on)).alias(_FILE), number.alias(_LABEL))
             )
         conflicted = (
             seen.join(content, _FILE)

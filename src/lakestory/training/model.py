@@ -84,17 +84,21 @@ def build_network(spec: dict[str, Any]) -> nn.Module:
             hidden=tuple(int(h) for h in spec["hidden"]),
             dropout=float(spec["dropout"]),
         )
-    return build_model(params, spec["hidden"], float(spec["dropout"]))
+    classes = int(spec.get("classes") or 1)
+    return build_model(params, spec["hidden"], float(spec["dropout"]), classes)
 
 
-def build_model(params: FeatureParams, hidden: Sequence[int], dropout: float) -> nn.Sequential:
-    """Preprocess -> [Linear -> ReLU -> Dropout]* -> Linear; outputs one logit per row."""
+def build_model(
+    params: FeatureParams, hidden: Sequence[int], dropout: float, classes: int = 1
+) -> nn.Sequential:
+    """Preprocess -> [Linear -> ReLU -> Dropout]* -> Linear; outputs one logit per row (a
+    binary model) or one per class (`classes` > 1)."""
     layers: list[nn.Module] = [Preprocess(params)]
     width = params.width
     for size in hidden:
         layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
         width = size
-    layers.append(nn.Linear(width, 1))
+    layers.append(nn.Linear(width, classes))
     return nn.Sequential(*layers)
 
 

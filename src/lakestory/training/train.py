@@ -225,7 +225,7 @@ def train_model(
     if done is not None:
         return _registered(settings, done, int(params.version or 0))
     run = fit(spark, settings, dataset, params, cfg, feed)
-    network = trained_model(params, cfg, run.state_dict)
+    network = trained_model(params, cfg, run.state_dict, dataset.classes)
     probabilities = predict(network, run.x_test)
     if isinstance(params, ImageParams):
         example = run.x_test[:4]  # a few test images
@@ -284,8 +284,11 @@ def augmentation(dataset: Dataset, cfg: ModelSpec) -> dict[str, float] | None:
     return {**cfg.augmentation.model_dump(), "height": image.height, "width": image.width}
 
 
-def trained_model(params: Params, cfg: ModelSpec, state_dict: bytes) -> torch.nn.Module:
-    """The network a run trained, in inference mode."""
+def trained_model(
+    params: Params, cfg: ModelSpec, state_dict: bytes, classes: int = 1
+) -> torch.nn.Module:
+    """The network a run trained (`classes` outputs, as `Dataset.classes`), in inference
+    mode."""
     import torch
 
     from lakestory.training.model import build_network
@@ -296,6 +299,7 @@ def trained_model(params: Params, cfg: ModelSpec, state_dict: bytes) -> torch.nn
             "hidden": cfg.hidden,
             "dropout": cfg.dropout,
             "channels": cfg.channels,
+            "classes": classes,
         }
     )
     network.load_state_dict(torch.load(io.BytesIO(state_dict), weights_only=True))
