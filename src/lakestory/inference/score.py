@@ -131,7 +131,8 @@ def score_frame(df: DataFrame, key: str, model: bytes, classes: int = 1) -> Data
                 }
             yield pd.DataFrame({key: batch[key], **columns})
 
-    schema = f"{key} string, probability float, prediction int"
+    key_type = df.schema[key].dataType.simpleString()  # an int key stays an int
+    schema = f"`{key}` {key_type}, probability float, prediction int"
     if classes > 1:
         schema += ", probabilities array<float>"
     return df.select(key, FEATURES_COLUMN).mapInPandas(_score, schema)
