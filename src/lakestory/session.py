@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
@@ -57,3 +60,17 @@ def build(settings: Settings) -> SparkSession:
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextmanager
+def analysis_errors_unlogged() -> Iterator[None]:
+    """PySpark logs every analysis error it raises, Java stack and all (its logger
+    `SQLQueryContextLogger`), before the exception reaches its caller; inside this block the
+    caller, which answers the error itself, is the only one to speak of it."""
+    logger = logging.getLogger("SQLQueryContextLogger")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

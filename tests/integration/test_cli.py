@@ -62,6 +62,12 @@ def test_spark_submit_job_then_sql_in_a_fresh_process(
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "role 'analyst' may not read bronze.customers_accounts" in refused.stderr
     assert "Traceback" not in refused.stderr
+    typo = _run([str(BIN / "lakestory"), "sql", query.replace("AS n", ", nme")], root)
+    assert typo.returncode == 2, typo.stderr[-3000:]
+    # Spark's own line, naming the column and what it might be, and no stack
+    assert "UNRESOLVED_COLUMN" in typo.stderr and "`nme`" in typo.stderr, typo.stderr
+    assert "Did you mean" in typo.stderr, typo.stderr
+    assert "Traceback" not in typo.stderr and "\tat org.apache" not in typo.stderr, typo.stderr
 
     accounts = root / "landing" / "customers" / "accounts"
     first = sorted(accounts.glob("*.csv"))[0]

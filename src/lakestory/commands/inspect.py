@@ -48,18 +48,35 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _sql(args: argparse.Namespace) -> int:
+    from pyspark.errors import AnalysisException
+
     from lakestory import session
 
     settings = settings_of(args)
     spark = session.build(settings)
-    if args.role:
-        from lakestory.access import query_as
+    try:
+        with session.analysis_errors_unlogged():
+            if args.role:
+                from lakestory.access import query_as
 
-        df = query_as(spark, settings, args.role, args.query)
-    else:
-        df = spark.sql(args.query)
+                df = query_as(spark, settings, args.role, args.query)
+            else:
+                df = spark.sql(args.query)
+    except AnalysisException as exc:  # a parse error too: what is wrong with the query
+        print(f"lakestory: {query_error(exc)}", file=sys.stderr)
+        return 2
     df.show(args.limit, truncate=False)
     return 0
+
+
+def query_error(exc: Exception) -> str:
+    """Spark's own words on a query it cannot run: its first line (`[UNRESOLVED_COLUMN...]
+    ... Did you mean one of the following? [...]`), without the plan that follows; a parse
+    error keeps the query with its caret under the place."""
+    text = str(exc).strip()
+    if "== SQL" in text:
+        return text
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -4,8 +4,6 @@ is read."""
 
 from __future__ import annotations
 
-import logging
-
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -25,6 +23,7 @@ from lakestory.quality.casting import RAW_PREFIX
 from lakestory.quality.labels import label_rules
 from lakestory.quality.rules import Rule, castable, from_expectation, not_malformed, not_null
 from lakestory.quality.silver import version_order
+from lakestory.session import analysis_errors_unlogged
 
 
 def rules_for(source: Source, catalog: Catalog | None = None) -> list[Rule]:
@@ -69,14 +68,8 @@ def validate_expectations(spark: SparkSession, dataset: Dataset, source_name: st
     SQL that does not parse, names an unknown column or is not boolean; a regular expression
     that does not compile; a table or key for `exists_in` that does not exist. The error names
     the file and the rule."""
-    # PySpark logs every analysis error it raises, stack and all; these are answered here
-    spark_errors = logging.getLogger("SQLQueryContextLogger")
-    level = spark_errors.level
-    spark_errors.setLevel(logging.CRITICAL)
-    try:
+    with analysis_errors_unlogged():  # answered here
         _validate_expectations(spark, dataset, source_name)
-    finally:
-        spark_errors.setLevel(level)
 
 
 def _validate_expectations(spark: SparkSession, dataset: Dataset, source_name: str) -> None:
