@@ -12,12 +12,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lakestory.commands import Handler, demo, inspect, privacy, recovery, stages
+from lakestory.commands import Handler, demo, inspect, privacy, recovery, stages, start
 from lakestory.commands.stages import FULL_REFRESH_HELP, STAGE_HELP, TUNE_HELP
 from lakestory.config import ConfigError, MissingSecretError
 from lakestory.errors import AccessDeniedError, ExpectationError, WrongKeyError
 
-COMMANDS = (stages, privacy, recovery, demo, inspect)  # in the order `lakestory -h` lists them
+COMMANDS = (
+    start,
+    stages,
+    privacy,
+    recovery,
+    demo,
+    inspect,
+)  # in the order `lakestory -h` lists them
 
 
 def _parser() -> argparse.ArgumentParser:

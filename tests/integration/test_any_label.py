@@ -1,21 +1,25 @@
-"""Text labels end to end: a three-class label named by species goes through the six stages
-to predictions that name their class; a yes/no label reaches the features as 0 and 1. Values
-outside the mapping take the invalid-label route."""
+"""A newcomer's own files with text labels, through `init`, `check` and `run`: a three-class
+label named by species, and a yes/no label, each reach predictions that name their class, with
+no edit of the config `init` wrote. A value outside the mapping takes the invalid-label
+route."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakestory.config import Dataset, Settings
+from lakestory.config import Settings, load_dataset
 from lakestory.io import Catalog
-from lakestory.pipeline import Context, run_stages
+from lakestory.operations.check import check_dataset
+from lakestory.operations.starter import Started, init_dataset
+from lakestory.pipeline import Context, Outcome, run_stages
+from tests.conftest import CONF
 
 pytestmark = pytest.mark.slow
 
@@ -23,93 +27,56 @@ KEY = "any-label-test-key-0123456789abcdef"
 SPECIES = ["setosa", "versicolor", "virginica"]
 
 
-def _land(settings: Settings, path: str, header: str, rows: list[str]) -> None:
-    folder = settings.root / "landing" / path
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "part-1.csv").write_text("\n".join([header, *rows]) + "\n")
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAKESTORY_TOKEN_KEY", KEY)
 
 
-def _source(path: str, schema: dict[str, str], key: str, label: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format": "csv",
-        "path": path,
-        "options": {"header": "true"},
-        "schema": schema,
-        "key": key,
-        "required": [key],
-        "label": label,
-    }
+@pytest.fixture
+def conf_dir(tmp_path: Path) -> Path:
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF / "base", conf / "base")
+    return conf
 
 
-def _flowers(settings: Settings) -> Dataset:
-    """Plants whose petals tell three species apart; one row's species is unknown to the
-    mapping, one is written ` Virginica ` (matched: `ignore_case`)."""
+def _check_and_run(
+    spark: SparkSession, settings: Settings, conf_dir: Path, started: Started, name: str
+) -> dict[str, Outcome]:
+    """`lakestory check NAME`, then `lakestory run NAME`, on the config init wrote."""
+    ds = load_dataset(name, conf_dir)
+    forecast = check_dataset(spark, settings, ds, started.config)
+    assert forecast.ok, str(forecast)
+    outcomes = {o.stage: o for o in run_stages(Context(spark, settings, ds))}
+    assert all(o.ran for o in outcomes.values()), [str(o) for o in outcomes.values()]
+    return outcomes
+
+
+def test_a_three_class_text_label_reaches_predictions_that_name_their_class(
+    spark: SparkSession, settings: Settings, conf_dir: Path, tmp_path: Path
+) -> None:
     rng = random.Random(3)
+    header = "plant_id,petal_length,petal_width,species"
     rows = []
     for i in range(240):
         k = i % 3
         length = (1.5, 4.3, 6.0)[k] + rng.uniform(-0.4, 0.4)
         width = (0.3, 1.3, 2.1)[k] + rng.uniform(-0.15, 0.15)
         rows.append(f"p{i:03d},{length:.2f},{width:.2f},{SPECIES[k]}")
-    rows += ["p900,5.9,2.0, Virginica ", "p901,3.0,1.0,orchid"]
-    _land(settings, "flowers/plants", "plant_id,petal_length,petal_width,species", rows)
-    schema = {
-        "plant_id": "string",
-        "petal_length": "double",
-        "petal_width": "double",
-        "species": "string",
-    }
-    label = {"column": "species", "classes": SPECIES, "ignore_case": True}
-    return Dataset.model_validate(
-        {
-            "name": "flowers",
-            "seed": 7,
-            "sources": {"plants": _source("flowers/plants", schema, "plant_id", label)},
-            "features": {
-                "source": "plants",
-                "key": "plant_id",
-                "label": "species",
-                "columns": ["petal_length", "petal_width"],
-                "split": {"train": 0.6, "validation": 0.2, "test": 0.2, "stratify": True},
-            },
-            "model": {
-                "registered_name": "flowers_species",
-                "hidden": [8],
-                "dropout": 0.0,
-                "epochs": 40,
-                "batch_size": 16,
-                "learning_rate": 0.05,
-                "weight_decay": 0.0,
-                "num_processes": 1,
-                "feed_shards": 2,
-            },
-        }
-    )
+    file = tmp_path / "plants.csv"
+    file.write_text("\n".join([header, *rows]) + "\n")
 
+    started = init_dataset(settings, conf_dir, "flowers", file, "species")
+    assert 'classes: ["setosa", "versicolor", "virginica"]' in started.config.read_text()
+    # a later drop holds a species the mapping does not know
+    started.landed.with_name("late.csv").write_text(f"{header}\np900,3.0,1.0,orchid\n")
+    outcomes = _check_and_run(spark, settings, conf_dir, started, "flowers")
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAKESTORY_TOKEN_KEY", KEY)
-
-
-def test_a_three_class_text_label_reaches_predictions_that_name_their_class(
-    spark: SparkSession, settings: Settings
-) -> None:
-    ds = _flowers(settings)
-    outcomes = {o.stage: o for o in run_stages(Context(spark, settings, ds))}
-    assert all(o.ran for o in outcomes.values()), [str(o) for o in outcomes.values()]
-    catalog = Catalog(ds)
-
+    catalog = Catalog(load_dataset("flowers", conf_dir))
     quarantined = spark.read.table(catalog.quarantine("plants").qualified).collect()
-    assert [(r.plant_id, list(r._reasons)) for r in quarantined] == [("p901", ["label_invalid"])]
-    labels = {
-        r.plant_id: r.label
-        for r in spark.read.table(catalog.features().qualified)
-        .select("plant_id", "label")
-        .collect()
-    }
-    assert len(labels) == 241 and labels["p900"] == 2
-    assert {labels[f"p{i:03d}"] for i in range(3)} == {0, 1, 2}
+    assert [(r.plant_id, list(r._reasons)) for r in quarantined] == [("p900", ["label_invalid"])]
+    labels = spark.read.table(catalog.features().qualified).select("plant_id", "label")
+    numbers = {r.plant_id: r.label for r in labels.collect()}
+    assert len(numbers) == 240 and [numbers[f"p{i:03d}"] for i in range(3)] == [0, 1, 2]
 
     report = outcomes["convert"].outputs  # the conversion report, as convert recorded it
     assert report["classes"] == 3 and list(report["class_names"]) == SPECIES
@@ -118,52 +85,44 @@ def test_a_three_class_text_label_reaches_predictions_that_name_their_class(
 
     predictions = spark.read.table(catalog.predictions().qualified)
     assert {"prediction", "predicted_class", "probabilities"} <= set(predictions.columns)
-    rows = predictions.collect()
-    assert len(rows) == 241
-    assert all(r.predicted_class == SPECIES[r.prediction] for r in rows)
-    assert all(len(r.probabilities) == 3 for r in rows)
-    truth = {
-        r.plant_id: r.species.strip().lower()
-        for r in spark.read.table(catalog.silver("plants").qualified).collect()
-    }
-    right = sum(r.predicted_class == truth[r.plant_id] for r in rows)
-    assert right / len(rows) > 0.9, right
+    scored = predictions.collect()
+    assert len(scored) == 240
+    assert all(r.predicted_class == SPECIES[r.prediction] for r in scored)
+    assert all(len(r.probabilities) == 3 for r in scored)
+    truth = {f"p{i:03d}": SPECIES[i % 3] for i in range(240)}
+    right = sum(r.predicted_class == truth[r.plant_id] for r in scored)
+    assert right / len(scored) > 0.9, right
 
 
-def test_a_yes_no_label_reaches_the_features_as_one_and_zero(
-    spark: SparkSession, settings: Settings
+def test_a_yes_no_label_without_an_id_column_reaches_predictions(
+    spark: SparkSession, settings: Settings, conf_dir: Path, tmp_path: Path
 ) -> None:
-    rows = [f"v{i:03d},{20 + i % 50},{'yes' if i % 3 == 0 else 'no'}" for i in range(60)]
-    _land(settings, "voyage/passengers", "ticket,age,survived", [*rows, "v900,31,maybe"])
-    schema = {"ticket": "string", "age": "int", "survived": "string"}
-    label = {"column": "survived", "positive": "yes", "negative": "no"}
-    ds = Dataset.model_validate(
-        {
-            "name": "voyage",
-            "seed": 1,
-            "sources": {"passengers": _source("voyage/passengers", schema, "ticket", label)},
-            "features": {
-                "source": "passengers",
-                "key": "ticket",
-                "label": "survived",
-                "columns": ["age"],
-                "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
-            },
-        }
-    )
-    run_stages(Context(spark, settings, ds), ("ingest", "refine", "features"))
+    """No id column: init keys the rows by a personal column, tokenised; the label's `yes` is
+    the positive class."""
+    rows = ["email,age,fare,survived"]
+    for i in range(120):
+        survived = "yes" if (i % 3 == 0) != (i % 17 == 0) else "no"
+        rows.append(
+            f"p{i}@mail.example.org,{20 + i % 50},{5 + (i % 3 == 0) * 40 + i % 7},{survived}"
+        )
+    file = tmp_path / "passengers.csv"
+    file.write_text("\n".join(rows) + "\n")
 
-    catalog = Catalog(ds)
-    quarantined = spark.read.table(catalog.quarantine("passengers").qualified)
-    assert [r.ticket for r in quarantined.collect()] == ["v900"]
-    # silver keeps the label as it landed; the features hold its class number
+    started = init_dataset(settings, conf_dir, "voyage", file, "survived")
+    text = started.config.read_text()
+    assert "key: email" in text and "tokenize:\n        email: email" in text, text
+    assert 'positive: "yes"\n      negative: "no"' in text, text
+    _check_and_run(spark, settings, conf_dir, started, "voyage")
+
+    catalog = Catalog(load_dataset("voyage", conf_dir))
     silver = spark.read.table(catalog.silver("passengers").qualified)
-    assert {r.survived for r in silver.select("survived").distinct().collect()} == {"yes", "no"}
+    assert "email" not in silver.columns and "email_pseudonym" in silver.columns
+    # silver keeps the label as it landed; the features hold its class number
     gold = spark.read.table(catalog.features().qualified)
-    joined = gold.join(silver.select(F.col("ticket"), "survived"), "ticket")
-    assert {
-        (r.survived, r.label) for r in joined.select("survived", "label").distinct().collect()
-    } == {
-        ("yes", 1),
-        ("no", 0),
-    }
+    pairs = gold.join(silver, "email_pseudonym").select("survived", "label").distinct()
+    assert {(r.survived, r.label) for r in pairs.collect()} == {("yes", 1), ("no", 0)}
+    predictions = spark.read.table(catalog.predictions().qualified)
+    assert predictions.count() == 120
+    classes = predictions.select("prediction", "predicted_class").distinct().collect()
+    assert all(r.predicted_class == ("yes" if r.prediction else "no") for r in classes)
+    assert predictions.where(F.col("predicted_class").isNull()).count() == 0

@@ -239,10 +239,15 @@ def dataset_names(conf_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (conf_dir / "datasets").glob("*.yaml"))
 
 
+def dataset_path(name: str, conf_dir: Path | None = None) -> Path:
+    """The file that declares dataset `name`: conf/datasets/<name>.yaml."""
+    return (conf_dir or default_conf_dir()) / "datasets" / f"{name}.yaml"
+
+
 def load_dataset(name: str, conf_dir: Path | None = None, env: str | None = None) -> Dataset:
     """Read conf/datasets/<name>.yaml with its overlays conf/<env>/datasets/ and conf/local/."""
     conf_dir = conf_dir or default_conf_dir()
-    path = conf_dir / "datasets" / f"{name}.yaml"
+    path = dataset_path(name, conf_dir)
     if not path.is_file():
         known = dataset_names(conf_dir)
         raise ConfigError(f"{path}: no such dataset (known: {', '.join(known) or 'none'})")

@@ -1,0 +1,100 @@
+"""`lakestory check`: a dataset's config against a sample of its landing files, forecasting
+refine's fates with refine's own rules and naming each problem's config key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from lakestory.config import Dataset, Settings
+from lakestory.operations.check import check_dataset
+
+pytestmark = pytest.mark.slow
+
+CONFIG = Path("conf/datasets/voyage.yaml")  # named in the messages only
+
+
+def _land(settings: Settings, path: str, text: str) -> None:
+    folder = settings.root / "landing" / path
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-1.csv").write_text(text)
+
+
+def _dataset(name: str, schema: dict[str, str], label: dict[str, Any], **more: Any) -> Dataset:
+    return Dataset.model_validate(
+        {
+            "name": name,
+            "seed": 1,
+            "sources": {
+                "passengers": {
+                    "format": "csv",
+                    "path": f"{name}/passengers",
+                    "options": {"header": "true"},
+                    "schema": schema,
+                    "key": "ticket",
+                    "required": ["ticket"],
+                    "label": {"column": "survived", **label},
+                },
+                **more,
+            },
+            "features": {
+                "source": "passengers",
+                "key": "ticket",
+                "label": "survived",
+                "columns": [c for c in schema if c not in ("ticket", "survived")],
+                "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
+            },
+        }
+    )
+
+
+ROWS = "ticket,age,fare,survived\nt1,22,7.25,no\nt2,38,71.3,yes\nt3,,8.05,yes\nt4,35,x,no\n"
+SCHEMA = {"ticket": "string", "age": "int", "fare": "double", "survived": "string"}
+
+
+def test_a_sound_config_gets_refine_s_forecast(spark: SparkSession, settings: Settings) -> None:
+    _land(settings, "sound/passengers", ROWS + "t5,40,9.5,maybe\nt6,41,9.5,\n")
+    ds = _dataset("sound", SCHEMA, {"positive": "yes", "negative": "no"})
+
+    forecast = check_dataset(spark, settings, ds, CONFIG)
+
+    assert forecast.ok, str(forecast)
+    (source,) = forecast.sources
+    assert (source.files, source.rows, source.silver, source.quarantined) == (1, 6, 3, 3)
+    assert source.reasons == {"castable:fare:double": 1, "label_invalid": 1, "label_missing": 1}
+    text = str(forecast)
+    assert "1 of 5 sampled labels match no class (values 'maybe')" in text, text
+    assert "classes found: no, yes" in text and "ok: nothing in the sample stops a run" in text
+
+
+def test_what_would_stop_a_run_is_named_by_key_and_file(
+    spark: SparkSession, settings: Settings
+) -> None:
+    _land(settings, "broken/passengers", ROWS.replace(",fare", ",fare_paid"))
+    schema = {**SCHEMA, "ticket": "string", "age": "date"}
+    images = {"format": "binary", "path": "broken/images"}  # nothing landed there
+    ds = _dataset("broken", schema, {"classes": ["survived", "died"]}, images=images)
+
+    forecast = check_dataset(spark, settings, ds, CONFIG)
+
+    assert not forecast.ok
+    problems = {p.key: p.message for p in forecast.problems}
+    assert set(problems) == {
+        "sources.passengers.schema.fare",
+        "sources.passengers.schema.age",
+        "sources.passengers.label",
+        "sources.passengers",
+        "sources.images.path",
+    }, problems
+    assert "no sampled file has this column" in problems["sources.passengers.schema.fare"]
+    assert "none of the 3 sampled values casts to date" in problems["sources.passengers.schema.age"]
+    assert "4 of 4 sampled labels match no class" in problems["sources.passengers.label"]
+    assert "'no', 'yes'" in problems["sources.passengers.label"]
+    assert "the classes are survived, died" in problems["sources.passengers.label"]
+    assert "silver empty" in problems["sources.passengers"]
+    assert "no files under" in problems["sources.images.path"]
+    text = str(forecast)
+    assert f"{CONFIG}: sources.passengers.label: " in text and "5 problem(s):" in text, text
