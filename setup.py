@@ -30,6 +30,8 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
     # `lakestory tune`: TPE search over the model's settings
     "optuna==5.0.0",
+    # the console's spinner while a long stage runs (lakestory.console)
+    "rich==15.0.0",
 ]
 
 DEV_REQUIRES = [

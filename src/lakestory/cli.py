@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lakestory import console
 from lakestory.commands import Handler, demo, inspect, privacy, recovery, stages, start
 from lakestory.commands.stages import FULL_REFRESH_HELP, STAGE_HELP, TUNE_HELP
 from lakestory.config import ConfigError, MissingSecretError
-from lakestory.errors import AccessDeniedError, ExpectationError, WrongKeyError
+from lakestory.console import err
+from lakestory.errors import AccessDeniedError, ExpectationError, StageError, WrongKeyError
 
 COMMANDS = (
     start,
@@ -31,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env", help="config overlay conf/<ENV>/ applied over conf/base/")
     common.add_argument("--conf-dir", type=Path, help="config folder (default: ./conf)")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show Spark's, Ivy's, MLflow's and torch's output live (by default it goes to the "
+        "run's log, <warehouse>/logs/)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="lakestory", description="From landed files to production models on Spark + Delta."
@@ -42,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; lakestory's lines on the terminal, the rest in the run's log (see
+    `lakestory.console`; `-v` keeps everything on the terminal). A user's mistake is one line
+    and exit status 2; a failure the log explains is one line naming the log, and status 1."""
     args = _parser().parse_args(argv)
     # Libraries (ONNX Runtime's quantizer among them) log chatty INFO lines on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -50,10 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (ConfigError, MissingSecretError, AccessDeniedError, WrongKeyError) as exc:
-        print(f"lakestory: {exc}", file=sys.stderr)
+        err(f"lakestory: {exc}")
         return 2
-    except ExpectationError as exc:
-        print(f"lakestory: {exc}", file=sys.stderr)
+    except (ExpectationError, StageError) as exc:
+        err(f"lakestory: {exc}")
+        return 1
+    except Exception as exc:
+        log = console.log_path()
+        if log is None:  # -v, or before the warehouse was known: the traceback as it is
+            raise
+        logging.getLogger().exception("%s failed", args.command)  # the log's handler alone
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        err(f"lakestory: {args.command} failed: {type(exc).__name__}: {first}")
+        err(f"lakestory: the whole story is in {log}")
         return 1
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pyspark.sql import SparkSession
 
+from lakestory import console
 from lakestory.config import Dataset, Settings, load_token_key
 from lakestory.features import (
     ImageParams,
@@ -570,7 +571,8 @@ def run_stages(ctx: Context, stages: tuple[str, ...] = STAGES) -> list[Outcome]:
     ensure_layers(ctx.spark, ctx.settings)
     outcomes = []
     for name in stages:
-        outcome = run_stage(ctx, GRAPH[name])
-        print(outcome, flush=True)
+        with console.working(f"{name:<9} running"):
+            outcome = run_stage(ctx, GRAPH[name])
+        console.say(outcome)
         outcomes.append(outcome)
     return outcomes

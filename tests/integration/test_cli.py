@@ -83,6 +83,14 @@ def test_spark_submit_job_then_sql_in_a_fresh_process(
     monkeypatch.setenv("LAKESTORY_TOKEN_KEY", "cli-test-key-0123456789abcdef0123")
     refine = _run([str(BIN / "lakestory"), "refine", "customers"], root)
     assert refine.returncode == 0, refine.stderr[-3000:]
+    # quiet by default: lakestory's one line; Ivy's, Spark's and the libraries' in the log
+    assert refine.stdout.splitlines()[-1].startswith("refine    ran"), refine.stdout
+    assert refine.stderr == "", refine.stderr[-3000:]
+    for noise in (":: ", "Ivy", "WARN", "log4j", "INFO", "Warning"):
+        assert noise not in refine.stdout, refine.stdout
+    (log,) = (root / "logs").glob("*-refine-*.log")
+    assert ":: resolving dependencies" in log.read_text() and "refine    ran" in log.read_text()
+    assert "cli-test-key" not in log.read_text()
     quarantine = _run([str(BIN / "lakestory"), "quarantine", "customers"], root)
     assert quarantine.returncode == 0, quarantine.stderr[-3000:]
     assert "accounts: " in quarantine.stdout and "rows in quarantine.customers_accounts" in (

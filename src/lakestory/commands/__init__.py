@@ -10,9 +10,12 @@ stays quick and a bad file or name is reported before Spark starts.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from lakestory import console
 from lakestory.config import Dataset, Settings, load_dataset, load_settings
 
 if TYPE_CHECKING:
@@ -24,8 +27,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    """The settings `--conf-dir` and `--env` name."""
-    return load_settings(args.conf_dir, args.env)
+    """The settings `--conf-dir` and `--env` name. Unless `-v`, everything but lakestory's
+    own lines goes from here on to the run's log, `<warehouse>/logs/<time>-<command>.log`."""
+    settings = load_settings(args.conf_dir, args.env)
+    if not getattr(args, "verbose", True):
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        console.to_log(settings.root / "logs" / f"{stamp}-{args.command}-{os.getpid()}.log")
+    return settings
 
 
 def dataset_of(args: argparse.Namespace) -> Dataset:

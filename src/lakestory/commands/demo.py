@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from lakestory.commands import settings_of
+from lakestory.console import say
 
 if TYPE_CHECKING:
     from lakestory.commands import Subparsers
@@ -43,7 +44,7 @@ def _generate(args: argparse.Namespace) -> int:
         from lakestory.demo.digits import generate_digits
 
         digits = generate_digits(landing, drops=args.drops, seed=args.seed)
-        print(
+        say(
             f"wrote {digits.images_written} images and {digits.manifest_rows} label rows "
             f"under {landing / 'digits'}"
         )
@@ -51,7 +52,7 @@ def _generate(args: argparse.Namespace) -> int:
     from lakestory.demo.generate import generate_customers
 
     customers = generate_customers(landing, rows=args.rows, drops=args.drops, seed=args.seed)
-    print(
+    say(
         f"wrote {customers.account_rows} account rows, {customers.transaction_rows} "
         f"transactions under {landing}"
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
+from lakestory import console
 from lakestory.commands import dataset_of, settings_of
+from lakestory.console import err, say
 
 if TYPE_CHECKING:
     from lakestory.commands import Subparsers
@@ -63,9 +64,10 @@ def _sql(args: argparse.Namespace) -> int:
             else:
                 df = spark.sql(args.query)
     except AnalysisException as exc:  # a parse error too: what is wrong with the query
-        print(f"lakestory: {query_error(exc)}", file=sys.stderr)
+        err(f"lakestory: {query_error(exc)}")
         return 2
-    df.show(args.limit, truncate=False)
+    with console.to_terminal():  # the table Spark draws is the answer
+        df.show(args.limit, truncate=False)
     return 0
 
 
@@ -86,7 +88,7 @@ def _summary(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     dataset = dataset_of(args)
-    print(summary(Context(session.build(settings), settings, dataset)))
+    say(summary(Context(session.build(settings), settings, dataset)))
     return 0
 
 
@@ -97,7 +99,7 @@ def _quarantine(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     catalog = Catalog(dataset_of(args), settings)
-    print(render(catalog, by_reason(session.build(settings), catalog)))
+    say(render(catalog, by_reason(session.build(settings), catalog)))
     return 0
 
 
@@ -109,7 +111,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     names = [args.dataset] if args.dataset else dataset_names(args.conf_dir)
     datasets = [load_dataset(n, args.conf_dir, args.env) for n in names]  # before Spark starts
-    print(status(session.build(settings), settings, datasets))
+    say(status(session.build(settings), settings, datasets))
     return 0
 
 
@@ -123,14 +125,14 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         table = parse_table(args.table)
     except ValueError as exc:
-        print(f"lakestory: {exc}", file=sys.stderr)
+        err(f"lakestory: {exc}")
         return 2
     names = [args.dataset] if args.dataset else dataset_names(args.conf_dir)
     datasets = [load_dataset(n, args.conf_dir, args.env) for n in names]
     try:
         report = profile_table(session.build(settings), settings, table, datasets)
     except ProfileError as exc:
-        print(f"lakestory: {exc}", file=sys.stderr)
+        err(f"lakestory: {exc}")
         return 2
-    print(report.summary())
+    say(report.summary())
     return 0

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from lakestory.commands import dataset_of, settings_of
 from lakestory.config import ConfigError
+from lakestory.console import say
 
 if TYPE_CHECKING:
     from lakestory.commands import Subparsers
@@ -58,7 +59,7 @@ def _forget(args: argparse.Namespace) -> int:
     dataset = dataset_of(args)
     key = load_token_key(settings)
     subjects = read_subjects(args.subjects, dataset)
-    print(forget(session.build(settings), settings, dataset, subjects, key))
+    say(forget(session.build(settings), settings, dataset, subjects, key))
     return 0
 
 
@@ -73,5 +74,5 @@ def _rotate_key(args: argparse.Namespace) -> int:
     new = read_key_file(settings, args.new_key_file)
     if new == key:
         raise ConfigError(f"{args.new_key_file}: holds the key in use; give a new one")
-    print(rotate_key(session.build(settings), settings, dataset, key, new))
+    say(rotate_key(session.build(settings), settings, dataset, key, new))
     return 0

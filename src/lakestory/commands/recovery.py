@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakestory.commands import settings_of
+from lakestory.console import err, say
 
 if TYPE_CHECKING:
     from lakestory.commands import Subparsers
@@ -41,9 +41,9 @@ def _backup(args: argparse.Namespace) -> int:
     try:
         manifest = backup(session.build(settings), settings, args.to)
     except ValueError as exc:
-        print(f"lakestory: {exc}", file=sys.stderr)
+        err(f"lakestory: {exc}")
         return 2
-    print(f"backed up {len(manifest.tables)} tables into {args.to}")
+    say(f"backed up {len(manifest.tables)} tables into {args.to}")
     return 0
 
 
@@ -57,9 +57,9 @@ def _restore(args: argparse.Namespace) -> int:
     try:
         read_manifest(args.source)  # before Spark starts
     except ValueError as exc:
-        print(f"lakestory: {exc}", file=sys.stderr)
+        err(f"lakestory: {exc}")
         return 2
     key = load_token_key(settings)
     datasets = [load_dataset(n, args.conf_dir, args.env) for n in dataset_names(args.conf_dir)]
-    print(restore_backup(session.build(settings), settings, args.source, datasets, key))
+    say(restore_backup(session.build(settings), settings, args.source, datasets, key))
     return 0

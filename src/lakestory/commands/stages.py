@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from lakestory.commands import dataset_of, settings_of
+from lakestory.console import say
 
 if TYPE_CHECKING:
     from lakestory.commands import Subparsers
@@ -82,12 +83,12 @@ def _run(args: argparse.Namespace) -> int:
 def _reprocess(args: argparse.Namespace) -> int:
     from lakestory.pipeline import reprocess
 
-    print(reprocess(_context(args)))
+    say(reprocess(_context(args)))
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
     from lakestory.pipeline import tune
 
-    print(tune(_context(args)))
+    say(tune(_context(args)))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakestory.commands import dataset_of, settings_of
+from lakestory.console import say
 
 if TYPE_CHECKING:
     from lakestory.commands import Subparsers
@@ -50,14 +51,14 @@ def _init(args: argparse.Namespace) -> int:
     conf_dir = args.conf_dir or default_conf_dir()
     started = init_dataset(settings, conf_dir, args.dataset, args.file, args.label, args.force)
     load_dataset(args.dataset, conf_dir, args.env)  # what init writes, lakestory reads
-    print(f"wrote {started.config}: {started.summary}")
-    print(f"copied {args.file} to {started.landed}")
+    say(f"wrote {started.config}: {started.summary}")
+    say(f"copied {args.file} to {started.landed}")
     if create_key_file(settings.privacy.key_file):
-        print(
+        say(
             f"created a local token key in {settings.privacy.key_file} (mode 0600); "
             f"set {settings.privacy.key_env} to use another"
         )
-    print(f"next: lakestory check {args.dataset}, then lakestory run {args.dataset}")
+    say(f"next: lakestory check {args.dataset}, then lakestory run {args.dataset}")
     return 0
 
 
@@ -71,5 +72,5 @@ def _check(args: argparse.Namespace) -> int:
     spark = session.build(settings)
     config = dataset_path(args.dataset, args.conf_dir)
     forecast = check_dataset(spark, settings, dataset, config, args.rows)
-    print(forecast)
+    say(forecast)
     return 0 if forecast.ok else 1

@@ -65,6 +65,7 @@ def export_onnx(model: torch.nn.Module, n_features: int, path: Path) -> None:
         output_names=[OUTPUT_NAME],
         dynamic_shapes=({0: batch},),
         optimize=True,
+        verbose=False,  # its progress lines are not lakestory's
     )
     assert program is not None
     program.save(str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lakestory.config import Dataset, Settings, create_key_file
+from lakestory.console import say
 
 
 def run_demo(settings: Settings, datasets: list[Dataset], rows: int) -> int:
@@ -15,23 +16,23 @@ def run_demo(settings: Settings, datasets: list[Dataset], rows: int) -> int:
     from lakestory.summary import summary
 
     if create_key_file(settings.privacy.key_file):
-        print(
+        say(
             f"created a local token key in {settings.privacy.key_file} (mode 0600); "
             f"set {settings.privacy.key_env} to use another"
         )
     root = landing_root(settings)
     landing = generate_customers(root, rows=rows)
-    print(
+    say(
         f"landing: {len(landing.accounts_files)} account drops, "
         f"{len(landing.transactions_files)} transaction drops under {root}"
     )
     digits = generate_digits(root)
-    print(f"landing: {digits.images_written} digit images and {digits.manifest_rows} labels")
+    say(f"landing: {digits.images_written} digit images and {digits.manifest_rows} labels")
     spark = session.build(settings)
     for dataset in datasets:
-        print(f"\n== {dataset.name}")
+        say(f"\n== {dataset.name}")
         ctx = Context(spark, settings, dataset)
         run_stages(ctx, STAGES)
-        print()
-        print(summary(ctx))
+        say()
+        say(summary(ctx))
     return 0
