@@ -361,12 +361,14 @@ def log_torch_model(
     import torch
 
     # pt2 serialisation traces the model; an example of one row would fix the batch size at
-    # 1, so give several. The signature says: any number of rows of `width` floats.
+    # 1, so give several. The signature says: any number of rows of `width` floats. Its
+    # tensors are unnamed: MLflow turns a named input into a dict, which the PyTorch flavour
+    # cannot take, and would warn that the example fails its own serving check.
     with torch.no_grad():
         logits = network(torch.from_numpy(example)).numpy()
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1]), "features")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, logits.shape[1]), "logit")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, logits.shape[1]))]),
     )
     return mlflow.pytorch.log_model(
         network,
