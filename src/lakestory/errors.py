@@ -14,3 +14,9 @@ class AccessDeniedError(RuntimeError):
 class WrongKeyError(RuntimeError):
     """The token key is not the one a dataset's vault was made with: tokens made with it would
     match no id, and every person would get a new one. The message gives fingerprints only."""
+
+
+class StageError(RuntimeError):
+    """A stage cannot do its work with the data it has (an empty silver table, every row
+    quarantined, a feature with no value in train, a label of one class); nothing was
+    written. The message says what happened and what to change, never a value."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
+from lakestory.conversion.registry import CHAMPION
 from lakestory.io import LAYERS, Catalog
 from lakestory.io.runs import last_run
 from lakestory.pipeline import Context
@@ -15,6 +17,8 @@ def table_counts(ctx: Context) -> dict[str, int]:
     """Rows of every table of the dataset (and the ops tables), by qualified name."""
     counts = {}
     for layer in LAYERS:
+        if not ctx.spark.catalog.databaseExists(layer):  # nothing run yet
+            continue
         for table in ctx.spark.catalog.listTables(layer):
             if layer == "ops" or Catalog(ctx.dataset).owns(table.name):
                 name = f"{layer}.{table.name}"
@@ -38,6 +42,32 @@ def spark_sql_command(ctx: Context) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _champion(o: dict[str, Any]) -> list[str]:
+    """The champion the last conversion chose (its artifact, version, alias, size and test
+    accuracy) and every artifact of the converted version, the champion marked."""
+    champion = o["gate"]["champion"]
+    figures = {f["artifact"]: f for f in o["figures"]}
+    chosen = figures[champion]
+    names = o.get("class_names") or []
+    lines = [
+        f"Champion {o['model_name']} v{o['champion_version']} (alias {CHAMPION}): {champion}, "
+        f"{o['paths'][champion]}, {chosen['bytes']:,} bytes, test accuracy "
+        f"{chosen['accuracy']:.3f}",
+        f"  converted from v{o['source_version']}; {o['gate']['reason']}",
+    ]
+    if names:
+        lines.append("  classes: " + ", ".join(f"{i} = {n}" for i, n in enumerate(names)))
+    lines.append(f"Artifacts of v{o['source_version']}'s conversion:")
+    for artifact, path in o["paths"].items():
+        f = figures[artifact]
+        mark = "  (champion)" if artifact == champion else ""
+        lines.append(
+            f"  {artifact:<18} {path}  {f['bytes']:,} bytes, test accuracy "
+            f"{f['accuracy']:.3f}{mark}"
+        )
+    return lines
+
+
 def summary(ctx: Context) -> str:
     ds = ctx.dataset
     lines = [f"lakestory — {ds.name} at {ctx.settings.root}", "", "Tables (rows):"]
@@ -54,20 +84,12 @@ def summary(ctx: Context) -> str:
         ]
     converted = last_run(ctx.spark, ds.name, "convert")
     if converted:
-        o = converted.outputs
-        lines += [
-            "",
-            "Artifacts:",
-            f"  {o['onnx_path']}  ({o['onnx_bytes']} bytes, test accuracy "
-            f"{o['accuracy_onnx']:.3f})",
-            f"  {o['int8_path']}  ({o['int8_bytes']} bytes, test accuracy "
-            f"{o['accuracy_int8']:.3f})",
-        ]
+        lines += ["", *_champion(converted.outputs)]
     lines += ["", "Look further:", f"  lakestory status {ds.name}"]
     if ds.model:
         lines.append(
-            f'  lakestory sql "SELECT prediction, count(*) FROM {Catalog(ds).predictions()} '
-            'GROUP BY prediction"'
+            f'  lakestory sql "SELECT predicted_class, count(*) FROM {Catalog(ds).predictions()} '
+            'GROUP BY predicted_class"'
         )
     for source in list(ds.structured())[:1]:
         lines.append(

@@ -19,6 +19,7 @@ from lakestory.io import Catalog
 from lakestory.operations.check import check_dataset
 from lakestory.operations.starter import Started, init_dataset
 from lakestory.pipeline import Context, Outcome, run_stages
+from lakestory.summary import summary
 from tests.conftest import CONF
 
 pytestmark = pytest.mark.slow
@@ -92,6 +93,13 @@ def test_a_three_class_text_label_reaches_predictions_that_name_their_class(
     truth = {f"p{i:03d}": SPECIES[i % 3] for i in range(240)}
     right = sum(r.predicted_class == truth[r.plant_id] for r in scored)
     assert right / len(scored) > 0.9, right
+
+    # the summary names the champion and lists the converted version's artifacts
+    text = summary(Context(spark, settings, load_dataset("flowers", conf_dir)))
+    champion = f"Champion flowers_model v{report['champion_version']} (alias champion): "
+    assert champion + report["gate"]["champion"] in text, text
+    assert "classes: 0 = setosa, 1 = versicolor, 2 = virginica" in text, text
+    assert all(path in text for path in report["paths"].values()), text
 
 
 def test_a_yes_no_label_without_an_id_column_reaches_predictions(

@@ -10,7 +10,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lakestory.config import Dataset, Settings
+from lakestory.errors import StageError
+from lakestory.io import Catalog
 from lakestory.operations.check import check_dataset
+from lakestory.pipeline import Context, run_stages
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +101,27 @@ def test_what_would_stop_a_run_is_named_by_key_and_file(
     assert "no files under" in problems["sources.images.path"]
     text = str(forecast)
     assert f"{CONFIG}: sources.passengers.label: " in text and "5 problem(s):" in text, text
+
+
+def test_a_run_the_check_warned_of_stops_with_what_to_change_and_writes_nothing(
+    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every label outside the mapping: refine quarantines every row, and features says so
+    (where the rows went, what to look at) before it writes a params version."""
+    monkeypatch.setenv("LAKESTORY_TOKEN_KEY", "check-test-key-0123456789abcdef0123")
+    _land(settings, "wreck/passengers", ROWS)
+    ds = _dataset("wreck", SCHEMA, {"positive": "Yes", "negative": "No"})
+    ctx = Context(spark, settings, ds)
+    run_stages(ctx, ("ingest", "refine"))
+
+    with pytest.raises(StageError) as stopped:
+        run_stages(ctx, ("features",))
+
+    assert str(stopped.value) == (
+        "silver.wreck_passengers is empty; 4 rows were quarantined (label_invalid: 4, "
+        "castable:fare:double: 1); see lakestory quarantine wreck and the classes of "
+        "sources.passengers.label"
+    )
+    catalog = Catalog(ds, settings)
+    assert not Path(catalog.feature_params().path(settings)).exists()
+    assert not Path(catalog.features().path(settings)).exists()

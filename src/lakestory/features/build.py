@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config import Dataset, Settings
+from lakestory.errors import StageError
 from lakestory.features.images import (
     ImageParams,
     bronze_images,
@@ -27,6 +28,7 @@ from lakestory.features.split import SPLIT_COLUMN, with_split
 from lakestory.features.transforms import FEATURES_COLUMN, FeatureParams, fit, with_feature_vector
 from lakestory.io import Catalog, Shell, TableRef, Txn, local_frame, read, register
 from lakestory.quality.labels import class_index
+from lakestory.quality.quarantine import by_reason
 
 LABEL_COLUMN = "label"
 PARAMS_VERSION_COLUMN = "feature_params_version"
@@ -146,6 +148,7 @@ def build_features(
         .transform(with_split(feats.key, dataset.seed, feats.split, feats.label))
         .localCheckpoint()  # the split's cuts and the fits read it several times
     )
+    _learnable(spark, dataset, frame)
     train = frame.where(F.col(SPLIT_COLUMN) == "train")
     stored = _stored(spark, settings, dataset, version)
     if isinstance(stored, FeatureParams):
@@ -154,6 +157,39 @@ def build_features(
     params = fit(train, feats).with_version(version)
     vectors = frame.transform(with_feature_vector(params))
     return _write(spark, settings, dataset, vectors, train.count(), params, txn), params
+
+
+def _learnable(spark: SparkSession, dataset: Dataset, frame: DataFrame) -> None:
+    """That the labelled rows hold two classes at least, in train; else a `StageError` saying
+    where the rows went, before anything is written."""
+    feats = dataset.feature_spec
+    counts = {
+        r[SPLIT_COLUMN]: r["classes"]
+        for r in frame.groupBy(SPLIT_COLUMN)
+        .agg(F.count_distinct(feats.label).alias("classes"))
+        .collect()
+    }
+    if counts.get("train", 0) >= 2:
+        return
+    silver = Catalog(dataset).silver(feats.source)
+    rows = read(spark, silver).count()
+    quarantined = by_reason(spark, Catalog(dataset)).get(feats.source)
+    where = ""
+    if quarantined:
+        total, reasons = quarantined
+        top = ", ".join(f"{r.reason}: {r.rows:,}" for r in reasons[:3])
+        where = (
+            f"; {total:,} rows were quarantined ({top}); see lakestory quarantine {dataset.name}"
+        )
+        if reasons and reasons[0].reason == "label_invalid":
+            where += f" and the classes of sources.{feats.source}.label"
+    if not counts:
+        state = "is empty" if rows == 0 else f"holds no labelled row among its {rows:,}"
+        raise StageError(f"{silver} {state}{where}")
+    raise StageError(
+        f"the train split of {silver} holds {counts.get('train', 0)} class(es) of "
+        f"{feats.label!r}; a model needs two at least{where}"
+    )
 
 
 def _write(

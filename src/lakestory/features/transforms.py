@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from lakestory import columns
 from lakestory.config.models import Features, Transform
+from lakestory.errors import StageError
 
 FEATURES_COLUMN = "features"
 Kind = Literal["numeric", "onehot", "ordinal"]
@@ -175,7 +176,10 @@ def _fit_fills(train: DataFrame, spec: Features) -> tuple[dict[str, Any], dict[s
             assert row is not None
             categories[n] = list(row[f"cats_{n}"] or [])
             if not categories[n]:
-                raise ValueError(f"feature {n!r}: the train split has no value to encode")
+                raise StageError(
+                    f"feature {n!r}: no train row has a value of it to encode; fix its values "
+                    "or leave it out of features.columns"
+                )
     return fills, categories
 
 
