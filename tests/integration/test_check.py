@@ -3,17 +3,19 @@ refine's fates with refine's own rules and naming each problem's config key."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pyspark.sql import SparkSession
 
-from lakestory.config import Dataset, Settings
-from lakestory.errors import StageError
+from lakestory.cli import main
+from lakestory.config import Dataset, Settings, load_dataset
 from lakestory.io import Catalog
 from lakestory.operations.check import check_dataset
-from lakestory.pipeline import Context, run_stages
+from tests.conftest import CONF
 
 pytestmark = pytest.mark.slow
 
@@ -27,31 +29,35 @@ def _land(settings: Settings, path: str, text: str) -> None:
 
 
 def _dataset(name: str, schema: dict[str, str], label: dict[str, Any], **more: Any) -> Dataset:
-    return Dataset.model_validate(
-        {
-            "name": name,
-            "seed": 1,
-            "sources": {
-                "passengers": {
-                    "format": "csv",
-                    "path": f"{name}/passengers",
-                    "options": {"header": "true"},
-                    "schema": schema,
-                    "key": "ticket",
-                    "required": ["ticket"],
-                    "label": {"column": "survived", **label},
-                },
-                **more,
-            },
-            "features": {
-                "source": "passengers",
+    return Dataset.model_validate(_config(name, schema, label, **more))
+
+
+def _config(
+    name: str, schema: dict[str, str], label: dict[str, Any], **more: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "seed": 1,
+        "sources": {
+            "passengers": {
+                "format": "csv",
+                "path": f"{name}/passengers",
+                "options": {"header": "true"},
+                "schema": schema,
                 "key": "ticket",
-                "label": "survived",
-                "columns": [c for c in schema if c not in ("ticket", "survived")],
-                "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
+                "required": ["ticket"],
+                "label": {"column": "survived", **label},
             },
-        }
-    )
+            **more,
+        },
+        "features": {
+            "source": "passengers",
+            "key": "ticket",
+            "label": "survived",
+            "columns": [c for c in schema if c not in ("ticket", "survived")],
+            "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
+        },
+    }
 
 
 ROWS = "ticket,age,fare,survived\nt1,22,7.25,no\nt2,38,71.3,yes\nt3,,8.05,yes\nt4,35,x,no\n"
@@ -104,24 +110,35 @@ def test_what_would_stop_a_run_is_named_by_key_and_file(
 
 
 def test_a_run_the_check_warned_of_stops_with_what_to_change_and_writes_nothing(
-    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    spark: SparkSession,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Every label outside the mapping: refine quarantines every row, and features says so
-    (where the rows went, what to look at) before it writes a params version."""
+    """Every label outside the mapping: refine quarantines every row, and `lakestory run`
+    stops at features with what happened and what to look at (exit 1, no traceback), before
+    a params version is written."""
     monkeypatch.setenv("LAKESTORY_TOKEN_KEY", "check-test-key-0123456789abcdef0123")
+    monkeypatch.setenv("LAKESTORY_ROOT", str(settings.root))
     _land(settings, "wreck/passengers", ROWS)
-    ds = _dataset("wreck", SCHEMA, {"positive": "Yes", "negative": "No"})
-    ctx = Context(spark, settings, ds)
-    run_stages(ctx, ("ingest", "refine"))
+    config = _config("wreck", SCHEMA, {"positive": "Yes", "negative": "No"})
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF / "base", conf / "base")
+    (conf / "datasets").mkdir()
+    (conf / "datasets" / "wreck.yaml").write_text(yaml.safe_dump(config))
 
-    with pytest.raises(StageError) as stopped:
-        run_stages(ctx, ("features",))
+    # -v: this process's output stays where pytest captures it
+    status = main(["run", "wreck", "--conf-dir", str(conf), "-v"])
 
-    assert str(stopped.value) == (
-        "silver.wreck_passengers is empty; 4 rows were quarantined (label_invalid: 4, "
-        "castable:fare:double: 1); see lakestory quarantine wreck and the classes of "
+    out, err = capsys.readouterr()
+    assert status == 1, (out, err)
+    assert err.strip() == (
+        "lakestory: silver.wreck_passengers is empty; 4 rows were quarantined (label_invalid: "
+        "4, castable:fare:double: 1); see lakestory quarantine wreck and the classes of "
         "sources.passengers.label"
-    )
-    catalog = Catalog(ds, settings)
-    assert not Path(catalog.feature_params().path(settings)).exists()
-    assert not Path(catalog.features().path(settings)).exists()
+    ), err
+    assert "refine    ran" in out and "features" not in out and "Traceback" not in err
+    ds = load_dataset("wreck", conf)
+    assert not Path(Catalog(ds, settings).feature_params().path(settings)).exists()
+    assert not Path(Catalog(ds, settings).features().path(settings)).exists()
