@@ -433,6 +433,11 @@ def _refined(ctx: Context, counts: dict[str, RefineCounts]) -> Report:
         f"{c.quarantined} quarantined, {c.dropped} dropped"
         + (f", {c.unlabeled} unlabeled" if c.unlabeled else "")
         + f" (of {c.rows_in})"
+        + (
+            f": every row quarantined, see lakestory quarantine {ctx.dataset.name}"
+            if c.rows_in and c.quarantined == c.rows_in
+            else ""
+        )
         for name, c in counts.items()
     ]
     return Report("; ".join(parts), {name: c.__dict__ for name, c in counts.items()})

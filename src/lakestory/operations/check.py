@@ -208,22 +208,38 @@ def _problems_of(
     forecast: Forecast,
 ) -> None:
     failing = {r.name: i for i, r in enumerate(rules)}
-    for column, spark_type in source.schema_.items():
-        rule = failing.get(f"castable:{column}:{spark_type}")
-        if rule is None:
+    casts = [
+        (column, spark_type, failing[f"castable:{column}:{spark_type}"])
+        for column, spark_type in source.schema_.items()
+        if f"castable:{column}:{spark_type}" in failing
+    ]
+    shares = []  # one aggregate: each typed column's given values, and those that fail
+    for column, _, rule in casts:
+        raw = F.col(f"{RAW_PREFIX}{column}")
+        given = raw.isNotNull() & (F.trim(raw) != "")
+        shares.append(F.count_if(given))
+        shares.append(F.count_if(given & checks.failed_rule(rule)))
+    counted = checked.agg(*shares).first() if shares else None
+    for i, (column, spark_type, rule) in enumerate(casts):
+        assert counted is not None
+        n, failed = counted[2 * i], counted[2 * i + 1]
+        if not failed:
             continue
         raw = F.col(f"{RAW_PREFIX}{column}")
-        given = checked.where(raw.isNotNull() & (F.trim(raw) != ""))
-        bad = given.where(checks.failed_rule(rule))
-        n, failed = given.count(), bad.count()
-        if n and failed == n:
-            forecast.problems.append(
-                Problem(
-                    f"sources.{name}.schema.{column}",
-                    f"none of the {n:,} sampled values casts to {spark_type} (for example "
-                    f"{_examples(bad, raw)}): declare the type the values have",
-                )
+        if failed < n:
+            _source(forecast, name).notes.append(
+                f"{column}: {failed:,} of {n:,} values ({failed / n:.1%}) do not cast to "
+                f"{spark_type}"
             )
+            continue
+        bad = checked.where(checks.failed_rule(rule))
+        forecast.problems.append(
+            Problem(
+                f"sources.{name}.schema.{column}",
+                f"none of the {n:,} sampled values casts to {spark_type} (for example "
+                f"{_examples(bad, raw)}): declare the type the values have",
+            )
+        )
     label = source.label
     if label is not None and "label_invalid" in failing:
         raw = F.col(f"{RAW_PREFIX}{label.column}")
