@@ -76,7 +76,7 @@ def test_a_sound_config_gets_refine_s_forecast(spark: SparkSession, settings: Se
     assert source.reasons == {"castable:fare:double": 1, "label_invalid": 1, "label_missing": 1}
     text = str(forecast)
     assert "1 of 5 sampled labels match no class (values 'maybe')" in text, text
-    assert "fare: 1 of 6 values (16.7%) do not cast to double" in text, text
+    assert "fare: 1 of 6 values (16.67%) do not cast to double" in text, text
     assert "classes found: no, yes" in text and "ok: nothing in the sample stops a run" in text
 
 

@@ -228,7 +228,7 @@ def _problems_of(
         raw = F.col(f"{RAW_PREFIX}{column}")
         if failed < n:
             _source(forecast, name).notes.append(
-                f"{column}: {failed:,} of {n:,} values ({failed / n:.1%}) do not cast to "
+                f"{column}: {failed:,} of {n:,} values ({failed / n:.2%}) do not cast to "
                 f"{spark_type}"
             )
             continue
