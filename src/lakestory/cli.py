@@ -49,11 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, quiet: bool | None = None) -> int:
     """Run the command; lakestory's lines on the terminal, the rest in the run's log (see
     `lakestory.console`; `-v` keeps everything on the terminal). A user's mistake is one line
-    and exit status 2; a failure the log explains is one line naming the log, and status 1."""
+    and exit status 2; a failure the log explains is one line naming the log, and status 1.
+
+    `quiet` (default: whether this is the command line itself, `argv` None) parts the output;
+    a caller in the same process (a test, a notebook) keeps its own unless it asks."""
     args = _parser().parse_args(argv)
+    if not (argv is None if quiet is None else quiet):
+        args.verbose = True
     # Libraries (ONNX Runtime's quantizer among them) log chatty INFO lines on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lakestory").setLevel(logging.INFO)
@@ -94,7 +99,7 @@ def job_main(stage: str, argv: Sequence[str] | None = None) -> int:
         forwarded += ["--env", args.env]
     if args.conf_dir:
         forwarded += ["--conf-dir", str(args.conf_dir)]
-    return main(forwarded)
+    return main(forwarded, quiet=True)
 
 
 if __name__ == "__main__":

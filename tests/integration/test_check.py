@@ -129,8 +129,7 @@ def test_a_run_the_check_warned_of_stops_with_what_to_change_and_writes_nothing(
     (conf / "datasets").mkdir()
     (conf / "datasets" / "wreck.yaml").write_text(yaml.safe_dump(config))
 
-    # -v: this process's output stays where pytest captures it
-    status = main(["run", "wreck", "--conf-dir", str(conf), "-v"])
+    status = main(["run", "wreck", "--conf-dir", str(conf)])  # in-process: output unparted
 
     out, err = capsys.readouterr()
     assert status == 1, (out, err)

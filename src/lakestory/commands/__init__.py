@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lakestory import console
 from lakestory.config import Dataset, Settings, load_dataset, load_settings
+from lakestory.io.catalog import logs_folder
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -32,7 +33,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.conf_dir, args.env)
     if not getattr(args, "verbose", True):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        console.to_log(settings.root / "logs" / f"{stamp}-{args.command}-{os.getpid()}.log")
+        console.to_log(logs_folder(settings) / f"{stamp}-{args.command}-{os.getpid()}.log")
     return settings
 
 

@@ -143,6 +143,11 @@ def landing_root(settings: Settings) -> Path:
     return settings.root / "landing"
 
 
+def logs_folder(settings: Settings) -> Path:
+    """Where the runs' logs go: one file per command run (`lakestory.console`)."""
+    return settings.root / "logs"
+
+
 def report_folder(settings: Settings, table: TableRef) -> Path:
     """Where the profiles of a table go, one pair of files (HTML, JSON) per version."""
     return settings.root / "reports" / table.qualified

@@ -32,7 +32,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from lakestory.config import ConfigError, Settings
+from lakestory.config import ConfigError, Settings, Source
 from lakestory.io.catalog import landing_root
 
 SAMPLE_ROWS = 1000
@@ -270,7 +270,17 @@ def starter_config(
             generalise[col.name] = "year"
         elif kind is not None and (mapping is None or col is not mapping.column):
             drop.append(col.name)
-    key_name = f"{key.name}_pseudonym" if key.name in tokenize else key.name
+    # the silver names of the key and the generalised columns, as the config gives them
+    named = Source.model_validate(
+        {
+            "format": fmt,
+            "path": f"{name}/{source}",
+            "schema": types,
+            "key": key.name,
+            "personal": {"tokenize": tokenize, "drop": drop, "generalise": generalise},
+        }
+    )
+    key_name = named.silver_name(key.name)
 
     c = _commented
     out = [
@@ -326,7 +336,7 @@ def starter_config(
         if mapping is not None and col is mapping.column:
             continue
         if col.name in generalise:
-            features.append(f"{col.name}_year")
+            features.append(named.silver_name(col.name))
         elif col.type in ("int", "bigint", "double"):
             features.append(col.name)
         elif col.type == "string" and len(set(col.given)) <= MAX_CATEGORIES:
