@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakestory.config.models import Features, Split
+from lakestory.errors import StageError
 from lakestory.features import (
     FEATURES_COLUMN,
     FeatureParams,
@@ -139,6 +140,13 @@ def test_standard_scaler_never_divides_by_zero(spark: SparkSession) -> None:
         (5.0, 5.0, 1.0),
         (0.0, 0.0, 1.0),
     ]
+
+
+def test_a_category_with_no_value_in_train_says_what_to_change(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(1.0, None), (2.0, None)], "a double, colour string")
+    spec = _features(columns=["a", "colour"], transforms={"colour": {"encode": "onehot"}})
+    with pytest.raises(StageError, match="feature 'colour': no train row has a value of it"):
+        fit(df, spec)
 
 
 def test_feature_vector_encodes_categories_and_marks_missing_or_unseen_as_nan(
