@@ -28,12 +28,22 @@ def _land(settings: Settings, path: str, text: str) -> None:
     (folder / "part-1.csv").write_text(text)
 
 
-def _dataset(name: str, schema: dict[str, str], label: dict[str, Any], **more: Any) -> Dataset:
-    return Dataset.model_validate(_config(name, schema, label, **more))
+def _dataset(
+    name: str,
+    schema: dict[str, str],
+    label: dict[str, Any],
+    dropped: tuple[str, ...] = (),
+    **more: Any,
+) -> Dataset:
+    return Dataset.model_validate(_config(name, schema, label, dropped, **more))
 
 
 def _config(
-    name: str, schema: dict[str, str], label: dict[str, Any], **more: Any
+    name: str,
+    schema: dict[str, str],
+    label: dict[str, Any],
+    dropped: tuple[str, ...] = (),
+    **more: Any,
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -47,6 +57,7 @@ def _config(
                 "key": "ticket",
                 "required": ["ticket"],
                 "label": {"column": "survived", **label},
+                "personal": {"drop": list(dropped)},
             },
             **more,
         },
@@ -54,7 +65,7 @@ def _config(
             "source": "passengers",
             "key": "ticket",
             "label": "survived",
-            "columns": [c for c in schema if c not in ("ticket", "survived")],
+            "columns": [c for c in schema if c not in ("ticket", "survived", *dropped)],
             "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
         },
     }
@@ -86,7 +97,8 @@ def test_what_would_stop_a_run_is_named_by_key_and_file(
     _land(settings, "broken/passengers", ROWS.replace(",fare", ",fare_paid"))
     schema = {**SCHEMA, "ticket": "string", "age": "date"}
     images = {"format": "binary", "path": "broken/images"}  # nothing landed there
-    ds = _dataset("broken", schema, {"classes": ["survived", "died"]}, images=images)
+    # age is personal: a problem with it shows no value
+    ds = _dataset("broken", schema, {"classes": ["survived", "died"]}, ("age",), images=images)
 
     forecast = check_dataset(spark, settings, ds, CONFIG)
 
@@ -101,6 +113,7 @@ def test_what_would_stop_a_run_is_named_by_key_and_file(
     }, problems
     assert "no sampled file has this column" in problems["sources.passengers.schema.fare"]
     assert "none of the 3 sampled values casts to date" in problems["sources.passengers.schema.age"]
+    assert "(for example not shown: a personal column)" in problems["sources.passengers.schema.age"]
     assert "4 of 4 sampled labels match no class" in problems["sources.passengers.label"]
     assert "'no', 'yes'" in problems["sources.passengers.label"]
     assert "the classes are survived, died" in problems["sources.passengers.label"]

@@ -172,7 +172,7 @@ def _check_source(
     result.quarantined, result.dropped = first["rejected"], first["dropped"]
     result.unlabeled = first["unlabeled"]
     result.reasons = {r.name: first[f"rule{i}"] for i, r in enumerate(rules) if first[f"rule{i}"]}
-    _problems_of(name, source, checked, checks, rules, first, forecast)
+    _problems_of(name, source, checked, checks, rules, forecast)
     return checked.where(checks.kept())
 
 
@@ -204,10 +204,10 @@ def _problems_of(
     checked: DataFrame,
     checks: Checks,
     rules: list[Rule],
-    counts: object,
     forecast: Forecast,
 ) -> None:
     failing = {r.name: i for i, r in enumerate(rules)}
+    personal = source.personal.columns()  # their values are never shown
     casts = [
         (column, spark_type, failing[f"castable:{column}:{spark_type}"])
         for column, spark_type in source.schema_.items()
@@ -237,7 +237,8 @@ def _problems_of(
             Problem(
                 f"sources.{name}.schema.{column}",
                 f"none of the {n:,} sampled values casts to {spark_type} (for example "
-                f"{_examples(bad, raw)}): declare the type the values have",
+                f"{_examples(bad, raw, column in personal)}): declare the type the values "
+                "have",
             )
         )
     label = source.label
@@ -249,7 +250,8 @@ def _problems_of(
         if failed:
             message = (
                 f"{failed:,} of {n:,} sampled labels match no class (values "
-                f"{_examples(invalid, raw)}); the classes are " + ", ".join(label.class_names())
+                f"{_examples(invalid, raw, label.column in personal)}); the classes are "
+                + ", ".join(label.class_names())
             )
             if failed == n:
                 forecast.problems.append(Problem(f"sources.{name}.label", message))
@@ -272,7 +274,10 @@ def _source(forecast: Forecast, name: str) -> SourceForecast:
     return next(s for s in forecast.sources if s.name == name)
 
 
-def _examples(rows: DataFrame, raw: Column, n: int = 3) -> str:
+def _examples(rows: DataFrame, raw: Column, personal: bool, n: int = 3) -> str:
+    """The most frequent values among `rows`, quoted; none of a personal column."""
+    if personal:
+        return "not shown: a personal column"
     values = rows.groupBy(raw.alias("v")).count().orderBy(F.desc("count"), "v").limit(n)
     return ", ".join(repr(r.v) for r in values.collect())
 
